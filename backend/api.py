@@ -1,0 +1,122 @@
+"""The HTTP API: the Ray Serve tutorial's routes plus a versioned JSON API.
+
+Routes turn HTTP into schemas, call backend deployments through their handles, and turn the results
+(or errors) back into HTTP. No model code runs here.
+"""
+
+# No `from __future__ import annotations` here: Serve ships this class to replicas by value, and
+# FastAPI must evaluate the route annotations (SummarizeRequest, ...) from the function objects.
+import asyncio
+import logging
+import time
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from shared.config import Limits
+from shared.schemas import (
+    DeploymentStatus,
+    ErrorResponse,
+    error_message,
+    InvalidArticle,
+    Readiness,
+    SummarizeOptions,
+    SummarizeRequest,
+    SummarizeResponse,
+    validate_article,
+)
+
+logger = logging.getLogger("ray.serve")
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        413: "The text is longer than the configured limit.",
+        422: "The text is empty, is not text, or holds no sentence.",
+        503: "The summarizer did not answer in time.",
+    }.items()
+}
+
+api = FastAPI(
+    title="Retriever",
+    version="0.1.0",
+    description=(
+        "Article summaries (and, later, dog photos) served by Ray Serve. "
+        "`GET /Summarizer?txt=...` is the Ray Serve tutorial's route; `/api/v1/...` is the typed API. "
+        "The web UI is at [/ui](/ui)."
+    ),
+)
+
+
+@serve.deployment(name="Api", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
+@serve.ingress(api)
+class Api:
+    def __init__(self, summarizer: DeploymentHandle, limits: Limits) -> None:
+        self.summarizer = summarizer
+        self.limits = limits
+        # Every model deployment the readiness probe asks, by the name it reports.
+        self.backends = {"Summarizer": summarizer}
+
+    async def _summarize(self, text: str, options: SummarizeOptions) -> SummarizeResponse:
+        started = time.perf_counter()
+        try:
+            validate_article(text, self.limits)
+            async with asyncio.timeout(self.limits.request_timeout_s):
+                result = await self.summarizer.summarize.remote(text, options)
+        except InvalidArticle as exc:
+            raise HTTPException(exc.status_code, error_message(exc)) from exc
+        except TimeoutError as exc:
+            raise HTTPException(
+                503, "The summarizer did not answer in time; try again.", headers={"Retry-After": "5"}
+            ) from exc
+        return SummarizeResponse(
+            summary=result.summary,
+            model=result.model,
+            pieces=result.pieces,
+            timings={"model_ms": result.model_ms, "total_ms": (time.perf_counter() - started) * 1000},
+        )
+
+    @api.get("/", include_in_schema=False)
+    async def home(self) -> RedirectResponse:
+        return RedirectResponse("/ui/")
+
+    @api.get(
+        "/Summarizer",
+        response_class=PlainTextResponse,
+        responses=ERRORS,
+        summary="Summarize (the Ray Serve tutorial's route)",
+        description="Returns the summary as the response body. For long articles use POST /api/v1/summarize: "
+        "URLs are limited in length.",
+    )
+    async def tutorial_summarize(self, txt: str = Query(description="The article.")) -> str:
+        return (await self._summarize(txt, SummarizeOptions())).summary
+
+    @api.post("/api/v1/summarize", response_model=SummarizeResponse, responses=ERRORS, summary="Summarize an article")
+    async def summarize(self, request: SummarizeRequest) -> SummarizeResponse:
+        return await self._summarize(request.text, request.options)
+
+    @api.get(
+        "/api/v1/ready",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "A model deployment is not up."}},
+        summary="Whether every model deployment answers",
+    )
+    async def ready(self) -> JSONResponse:
+        answers = await asyncio.gather(*(self._probe(handle) for handle in self.backends.values()))
+        statuses = dict(zip(self.backends, answers))
+        readiness = Readiness(ready=all(s.ready for s in statuses.values()), deployments=statuses)
+        return JSONResponse(readiness.model_dump(), status_code=200 if readiness.ready else 503)
+
+    @staticmethod
+    async def _probe(handle: DeploymentHandle, timeout_s: float = 5.0) -> DeploymentStatus:
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await handle.status.remote()
+        except TimeoutError:
+            return DeploymentStatus(ready=False, detail=f"no answer within {timeout_s:.0f} s")
+        except Exception as exc:  # a dead or failing replica: report it, never fail the probe itself
+            logger.warning("readiness probe of %s failed: %r", handle.deployment_name, exc)
+            return DeploymentStatus(ready=False, detail=type(exc).__name__)

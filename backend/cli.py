@@ -1,0 +1,61 @@
+"""`retriever`: the command line of the project."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from backend.local import apply_local_env, start_local_serve
+
+apply_local_env()  # before anything imports ray
+
+cli = typer.Typer(help="Retriever: ML models behind a Gradio UI and an HTTP API, served by Ray Serve.", no_args_is_help=True)
+console = Console()
+
+
+@cli.callback()
+def _root() -> None:
+    """Commands of the Retriever project."""
+
+
+@cli.command()
+def up(
+    config: Path = typer.Option(Path("serve_config.yaml"), exists=True, dir_okay=False, help="Serve config to deploy."),
+    port: int | None = typer.Option(None, help="HTTP port (default: the config's http_options.port)."),
+) -> None:
+    """Start a private Ray cluster on this machine, deploy the UI and API, and serve until Ctrl-C."""
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops as cleanly as Ctrl-C
+    started = time.monotonic()
+    with console.status("Starting Ray and deploying the applications (first start loads the models)…") as status:
+        running = start_local_serve(
+            config,
+            http_port=port,
+            on_status=lambda states: status.update(
+                "Deploying: " + ", ".join(f"{name} {state}" for name, state in states.items())
+            ),
+        )
+    console.print(f"[green]Ready[/] in {time.monotonic() - started:.0f} s.")
+    console.print(f"  UI        {running.url}/ui/")
+    console.print(f"  API docs  {running.url}/docs")
+    console.print(f"  Readiness {running.url}/api/v1/ready")
+    console.print(f"  Tutorial  curl '{running.url}/Summarizer?txt=Paste+an+article+here.+It+has+sentences.'")
+    console.print("Press Ctrl-C to stop.")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print("Stopping…")
+    finally:
+        running.stop()
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    cli()

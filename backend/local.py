@@ -1,0 +1,133 @@
+"""Run the Serve config on a private Ray cluster on this machine (the embedded mode, and the tests).
+
+This mirrors what `serve run serve_config.yaml` does, except that it never joins a Ray cluster that
+happens to be running already (`address="local"`), keeps the cluster on 127.0.0.1, gives it its own
+temp dir and random ports, and can override the HTTP port.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Read by Ray, Gradio and Hugging Face libraries when they are imported or start processes:
+# nothing may phone home or reach for a model hub.
+LOCAL_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    # Keeps a one-machine cluster on 127.0.0.1 instead of the host's network address.
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def apply_local_env() -> None:
+    """Set LOCAL_ENV defaults in this process; call before importing ray."""
+    for key, value in LOCAL_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def load_serve_config(path: str | Path, http_port: int | None = None) -> dict[str, Any]:
+    config = yaml.safe_load(Path(path).read_text())
+    if http_port is not None:
+        config.setdefault("http_options", {})["port"] = http_port
+    return config
+
+
+@dataclass
+class LocalServe:
+    """A running private Ray cluster with the config's applications deployed."""
+
+    host: str
+    port: int
+    temp_dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        import ray
+        from ray import serve
+
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def start_local_serve(
+    config_path: str | Path = "serve_config.yaml",
+    *,
+    http_port: int | None = None,
+    num_cpus: int | None = None,
+    timeout_s: float = 900,
+    on_status: Callable[[dict[str, str]], None] | None = None,
+) -> LocalServe:
+    """Start Ray on this machine, deploy every application of the config, wait until all run."""
+    apply_local_env()
+    import ray
+    from ray.serve._private import api as serve_private_api
+    from ray.serve.config import gRPCOptions
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema.model_validate(load_serve_config(config_path, http_port))
+    # Short path: Ray's socket paths must stay under the OS limit.
+    temp_dir = Path(tempfile.mkdtemp(prefix="retriever-ray-", dir="/tmp"))
+    ray.init(
+        address="local",
+        namespace="serve",
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        _temp_dir=str(temp_dir),
+        logging_level="WARNING",
+    )
+    running = LocalServe(config.http_options.host, config.http_options.port, temp_dir)
+    try:
+        client = serve_private_api.serve_start(
+            http_options=config.http_options.model_dump(),
+            proxy_location=config.proxy_location,
+            grpc_options=gRPCOptions(**config.grpc_options.model_dump()),
+            controller_options=config.controller_options,
+        )
+        client.deploy_apps(config, _blocking=False)
+        wait_until_running([app.name for app in config.applications], timeout_s, on_status)
+    except BaseException:
+        running.stop()
+        raise
+    return running
+
+
+def wait_until_running(
+    app_names: list[str], timeout_s: float, on_status: Callable[[dict[str, str]], None] | None = None
+) -> None:
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, str] = {}
+    while True:
+        apps = serve.status().applications
+        states = {name: apps[name].status.value if name in apps else "NOT_STARTED" for name in app_names}
+        if states != last and on_status:
+            on_status(states)
+        last = states
+        failed = {name: apps[name].message for name in app_names if states[name] == "DEPLOY_FAILED"}
+        if failed:
+            raise RuntimeError("; ".join(f"application {name!r} failed to deploy: {msg}" for name, msg in failed.items()))
+        if all(state == "RUNNING" for state in states.values()):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"applications not running after {timeout_s:.0f} s: {states}")
+        time.sleep(0.5)
