@@ -1,0 +1,93 @@
+"""The Serve app over real HTTP: the tutorial's route, the typed API, errors, readiness, docs."""
+
+import httpx
+import pytest
+
+from backend.models.text import split_sentences
+from ui.examples import APOLLO_11
+
+pytestmark = pytest.mark.serve
+
+
+@pytest.fixture(scope="module")
+def client(serve_app):
+    with httpx.Client(base_url=serve_app, timeout=120) as client:
+        yield client
+
+
+def test_tutorial_client_call_prints_a_summary(serve_app):
+    # Exactly what the Ray Serve tutorial's client does (requests -> httpx, same semantics).
+    text = httpx.get(f"{serve_app}/Summarizer", params={"txt": APOLLO_11}, timeout=120).text
+    sentences = [s for s in split_sentences(APOLLO_11) if s in text]
+    assert len(sentences) == 3
+    assert text == " ".join(sentences)
+
+
+def test_json_api_returns_summary_model_and_timings(client):
+    response = client.post("/api/v1/summarize", json={"text": APOLLO_11, "options": {"max_sentences": 2}})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "extractive/all-MiniLM-L6-v2"
+    assert body["pieces"] == 2
+    assert sum(s in body["summary"] for s in split_sentences(APOLLO_11)) == 2
+    assert 0 < body["timings"]["model_ms"] <= body["timings"]["total_ms"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "message"),
+    [
+        ({"text": ""}, 422, "empty"),
+        ({"text": "   \n\t  "}, 422, "empty"),
+        ({"text": "\x00\x01binary\x02 data."}, 422, "control"),
+        ({"text": "12345 67890 !!!"}, 422, "no words"),
+        ({"text": "x. " * 40_000}, 413, "limit is 100,000"),
+        ({"text": 42}, 422, "string"),
+        ({"text": "Fine text.", "options": {"max_sentences": 0}}, 422, "greater than or equal"),
+        ({"text": "Fine text.", "surprise": True}, 422, "Extra inputs"),
+        ({}, 422, "Field required"),
+    ],
+)
+def test_bad_input_gets_a_clear_4xx(client, payload, status, message):
+    response = client.post("/api/v1/summarize", json=payload)
+    assert response.status_code == status
+    assert message in response.text
+
+
+def test_bad_input_on_the_tutorial_route(client):
+    assert client.get("/Summarizer").status_code == 422  # txt missing
+    response = client.get("/Summarizer", params={"txt": " "})
+    assert response.status_code == 422
+    assert "empty" in response.json()["detail"]
+
+
+def test_malformed_json_is_refused(client):
+    response = client.post(
+        "/api/v1/summarize", content=b'{"text": "unterminated', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+
+
+def test_service_still_answers_after_bad_input(client):
+    client.post("/api/v1/summarize", json={"text": "\x00"})
+    assert client.post("/api/v1/summarize", json={"text": APOLLO_11}).status_code == 200
+
+
+def test_readiness_reports_the_model_deployment(client):
+    response = client.get("/api/v1/ready")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["ready"] is True
+    assert body["deployments"]["Summarizer"] == {"ready": True, "model": "extractive/all-MiniLM-L6-v2", "detail": None}
+
+
+def test_openapi_docs_describe_the_routes(client):
+    spec = client.get("/openapi.json").json()
+    assert {"/Summarizer", "/api/v1/summarize", "/api/v1/ready"} <= set(spec["paths"])
+    assert "SummarizeRequest" in spec["components"]["schemas"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_root_leads_a_browser_to_the_ui(client):
+    response = client.get("/", follow_redirects=False)
+    assert response.status_code in (302, 307)
+    assert response.headers["location"] == "/ui/"

@@ -1,0 +1,63 @@
+"""The Gradio UI in Debian's Chromium, through the Serve proxy, as a user clicks it."""
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from backend.models.text import split_sentences
+from ui.examples import APOLLO_11
+
+pytestmark = pytest.mark.serve
+
+TIMEOUT_MS = 120_000
+
+
+@pytest.fixture
+def ui(page: Page, serve_app: str) -> Page:
+    page.goto(serve_app + "/")  # the root leads a browser to the UI
+    expect(page.get_by_role("button", name="Summarize")).to_be_visible(timeout=TIMEOUT_MS)
+    return page
+
+
+def summary_box(page: Page):
+    return page.locator("#summary textarea")
+
+
+def test_paste_apollo_article_and_read_its_summary(ui: Page, screenshots_dir):
+    assert ui.url.endswith("/ui/")
+    ui.locator("#article textarea").fill(APOLLO_11)
+    ui.get_by_role("button", name="Summarize").click()
+    expect(ui.locator("#summary-info")).to_contain_text("extractive/all-MiniLM-L6-v2", timeout=TIMEOUT_MS)
+    summary = summary_box(ui).input_value()
+    picked = [s for s in split_sentences(APOLLO_11) if s in summary]
+    assert len(picked) == 3
+    assert summary == " ".join(picked)
+    ui.screenshot(path=screenshots_dir / "article-summary.png", full_page=True)
+
+
+def test_example_fills_the_article(ui: Page):
+    ui.get_by_text("Apollo 11 lands").click()
+    expect(ui.locator("#article textarea")).to_have_value(APOLLO_11, timeout=TIMEOUT_MS)
+
+
+def test_empty_article_shows_an_error_not_a_spinner(ui: Page, screenshots_dir):
+    ui.get_by_role("button", name="Summarize").click()
+    expect(ui.locator("#summary-info")).to_contain_text(
+        "Cannot summarize: The article is empty", timeout=TIMEOUT_MS
+    )
+    ui.screenshot(path=screenshots_dir / "article-empty-error.png")
+    assert summary_box(ui).input_value() == ""
+
+
+def test_article_over_the_limit_is_refused_with_the_limit(ui: Page):
+    ui.locator("#article textarea").fill("word " * 20_001)
+    ui.get_by_role("button", name="Summarize").click()
+    expect(ui.locator("#summary-info")).to_contain_text("the limit is 100,000", timeout=TIMEOUT_MS)
+
+
+def test_programs_can_call_the_ui_through_gradio_client(serve_app: str):
+    from gradio_client import Client
+
+    client = Client(serve_app + "/ui/", verbose=False, download_files=False)
+    summary, info = client.predict(APOLLO_11, api_name="/summarize")
+    assert summary.startswith("HOUSTON -- Men have landed and walked on the moon.")
+    assert "extractive/all-MiniLM-L6-v2" in info
