@@ -37,18 +37,21 @@ class SummarizerSettings(BaseModel):
     torch_threads: int = Field(1, ge=1)
 
     def load_params(self) -> dict[str, Any]:
+        """What the model is built from: a change reloads it."""
         if self.kind == "extractive":
-            return {"model_path": self.model, "max_sentences": self.max_sentences, "diversity": self.diversity}
-        return {
-            "model": self.model or "t5-small",
-            "prefix": self.prefix,
-            "num_beams": self.num_beams,
-            "max_length": self.max_length,
-            "min_length": self.min_length,
-        }
+            return {"model_path": self.model}
+        return {"model": self.model or "t5-small", "prefix": self.prefix}
+
+    def call_defaults(self) -> dict[str, Any]:
+        """Per-request settings a request's options override: a change applies without a reload."""
+        if self.kind == "extractive":
+            return {"max_sentences": self.max_sentences, "diversity": self.diversity}
+        generation = {"num_beams": self.num_beams, "max_length": self.max_length, "min_length": self.min_length}
+        return {key: value for key, value in generation.items() if value is not None}
 
 
-@serve.deployment(name="Summarizer", ray_actor_options={"num_cpus": 1.0}, max_ongoing_requests=4)
+# user_config={} so that reconfigure (which loads the model) runs even when a config sets none.
+@serve.deployment(name="Summarizer", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=4, user_config={})
 class Summarizer:
     def __init__(self) -> None:
         self.settings: SummarizerSettings | None = None
@@ -59,14 +62,15 @@ class Summarizer:
 
         settings = SummarizerSettings.model_validate(user_config or {})
         torch.set_num_threads(settings.torch_threads)
-        if self.settings is None or self.settings.kind != settings.kind or self.settings.load_params() != settings.load_params():
+        current = (self.settings.kind, self.settings.load_params()) if self.settings else None
+        if current != (settings.kind, settings.load_params()):
             self.model = load_summarizer(settings.kind, **settings.load_params())
         self.settings = settings
 
     # Sync methods: Serve runs them on its thread pool, so model work never blocks the replica's event loop.
     def summarize(self, text: str, options: SummarizeOptions) -> SummaryResult:
         started = time.perf_counter()
-        summary = self.model.summarize(text, **options.model_dump(exclude_none=True))
+        summary = self.model.summarize(text, **self._options(options))
         return SummaryResult(
             summary=summary.text,
             model=summary.model,
@@ -75,7 +79,10 @@ class Summarizer:
         )
 
     def stream(self, text: str, options: SummarizeOptions) -> Iterator[str]:
-        yield from self.model.stream(text, **options.model_dump(exclude_none=True))
+        yield from self.model.stream(text, **self._options(options))
+
+    def _options(self, options: SummarizeOptions) -> dict[str, Any]:
+        return self.settings.call_defaults() | options.model_dump(exclude_none=True)
 
     def status(self) -> DeploymentStatus:
         return DeploymentStatus(ready=self.model is not None, model=self.model.model_name if self.model else None)
