@@ -28,7 +28,6 @@ def up(
     port: int | None = typer.Option(None, help="HTTP port (default: the config's http_options.port)."),
 ) -> None:
     """Start a private Ray cluster on this machine, deploy the UI and API, and serve until Ctrl-C."""
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops as cleanly as Ctrl-C
     started = time.monotonic()
     with console.status("Starting Ray and deploying the applications (first start loads the models)…") as status:
         running = start_local_serve(
@@ -44,6 +43,9 @@ def up(
     console.print(f"  Readiness {running.url}/api/v1/ready")
     console.print(f"  Tutorial  curl '{running.url}/Summarizer?txt=Paste+an+article+here.+It+has+sentences.'")
     console.print("Press Ctrl-C to stop.")
+    # After ray.init, which installs a SIGTERM handler that exits mid-call: `kill PID` now stops as
+    # cleanly as Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         while True:
             time.sleep(3600)
