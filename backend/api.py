@@ -11,7 +11,8 @@ import logging
 import time
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -20,12 +21,12 @@ from shared.config import Limits
 from shared.schemas import (
     DeploymentStatus,
     ErrorResponse,
-    error_message,
     InvalidArticle,
     Readiness,
     SummarizeOptions,
     SummarizeRequest,
     SummarizeResponse,
+    error_message,
     validate_article,
 )
 
@@ -35,7 +36,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
         413: "The text is longer than the configured limit.",
-        422: "The text is empty, is not text, or holds no sentence.",
+        422: "The text is empty, is not text or holds no words, or the request does not match the schema.",
         503: "The summarizer did not answer in time.",
     }.items()
 }
@@ -49,6 +50,20 @@ api = FastAPI(
         "The web UI is at [/ui](/ui)."
     ),
 )
+
+
+@api.exception_handler(RequestValidationError)
+async def readable_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """One readable line per problem, so that every error body is {"detail": "<text>"}."""
+    problems = []
+    for error in exc.errors():
+        if error["type"] == "json_invalid":  # loc is ("body", offset)
+            reason = error.get("ctx", {}).get("error", "")
+            problems.append(f"body: not valid JSON at character {error['loc'][-1]} ({reason})")
+            continue
+        where = ".".join(str(part) for part in error["loc"][1:]) or error["loc"][0]
+        problems.append(f"{where}: {error['msg']}")
+    return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
 
 
 @serve.deployment(name="Api", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)

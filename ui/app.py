@@ -74,7 +74,6 @@ class GradioUI:
         summarizer = serve.get_deployment_handle("Summarizer", app_name=backend_app, _check_exists=False)
         self.callbacks = Callbacks(summarizer, limits)
         self.concurrency_limit = concurrency_limit
-        self.limits = limits
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         blocks = build_blocks(self.callbacks.summarize, ARTICLES)

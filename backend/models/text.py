@@ -111,14 +111,14 @@ def select_mmr(embeddings: np.ndarray, count: int, diversity: float) -> list[int
     return sorted(chosen)
 
 
+@dataclass
 class ExtractiveSummarizer:
     """Picks the article's most central, mutually different sentences."""
 
-    def __init__(self, encoder: Any, model_name: str, max_sentences: int = 3, diversity: float = 0.3):
-        self.encoder = encoder
-        self.model_name = model_name
-        self.max_sentences = max_sentences
-        self.diversity = diversity
+    encoder: Any  # a sentence_transformers.SentenceTransformer
+    model_name: str
+    max_sentences: int = 3
+    diversity: float = 0.3
 
     @classmethod
     def load(
@@ -180,24 +180,16 @@ class ExtractiveSummarizer:
 _UNBOUNDED = 1_000_000
 
 
+@dataclass
 class Seq2SeqSummarizer:
     """A seq2seq checkpoint that writes its own summary, chunk by chunk for long articles."""
 
-    def __init__(
-        self,
-        tokenizer: Any,
-        model: Any,
-        model_name: str,
-        prefix: str,
-        generation: dict[str, Any],
-        input_window: int,
-    ):
-        self.tokenizer = tokenizer
-        self.model = model
-        self.model_name = model_name
-        self.prefix = prefix
-        self.generation = generation
-        self.input_window = input_window
+    tokenizer: Any
+    model: Any  # an AutoModelForSeq2SeqLM
+    model_name: str
+    prefix: str
+    generation: dict[str, Any]  # generate() settings: the checkpoint's defaults, then load-time overrides
+    input_window: int  # tokens the encoder takes, prefix included
 
     @classmethod
     def load(
