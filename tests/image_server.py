@@ -1,0 +1,74 @@
+"""A small HTTP server on 127.0.0.1 for URL tests: real photos plus misbehaving endpoints."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+PHOTO_DIR = Path(__file__).resolve().parent.parent / "backend" / "gallery_seed"
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *_):  # quiet
+        pass
+
+    def _send(self, status: int, body: bytes, content_type: str, extra: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802
+        path = self.path.split("?")[0]
+        if path.startswith("/photos/"):
+            file = PHOTO_DIR / path.removeprefix("/photos/")
+            if file.is_file():
+                kind = "image/png" if file.suffix == ".png" else "image/jpeg"
+                return self._send(200, file.read_bytes(), kind)
+            return self._send(404, b"not found", "text/plain")
+        if path == "/redirect-to-photo":
+            return self._send(302, b"", "text/plain", {"Location": "/photos/dog-on-porch.jpg"})
+        if path == "/redirect-to-metadata":
+            return self._send(302, b"", "text/plain", {"Location": "http://169.254.169.254/latest/meta-data/"})
+        if path == "/redirect-loop":
+            return self._send(302, b"", "text/plain", {"Location": "/redirect-loop"})
+        if path == "/not-an-image":
+            return self._send(200, b"<html>hello</html>", "text/html")
+        if path == "/lying-image":
+            return self._send(200, b"this is not a jpeg at all", "image/jpeg")
+        if path == "/slow":
+            time.sleep(30)
+            return self._send(200, b"", "image/jpeg")
+        if path == "/endless":
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.end_headers()
+            try:
+                for _ in range(10_000):  # bounded: ~640 MB at most, the client stops far earlier
+                    self.wfile.write(b"\xff" * 65536)
+            except OSError:
+                pass
+            return None
+        return self._send(404, b"not found", "text/plain")
+
+
+class ImageServer:
+    def __init__(self) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> ImageServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.server.shutdown()
+        self.server.server_close()
