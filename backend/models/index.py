@@ -1,0 +1,235 @@
+"""The gallery: photos, their embeddings and metadata in a database, searched in memory.
+
+Pure code (no ray, no fastapi):
+- `GalleryStore`: rows in SQLite (default, under the data directory) or any SQLAlchemy URL
+  (PostgreSQL on a cluster). An add is durable when `add` returns: one transaction, committed, and
+  SQLite in WAL mode with synchronous=FULL.
+- `VectorIndex`: the embeddings as one L2-normalised matrix; exact search is a matrix-vector product,
+  and past `ann_threshold` rows a FAISS HNSW index answers instead. `search` can keep only rows whose
+  label is among some breeds (the tutorial's filter by predicted breeds) and falls back to all rows
+  when that leaves fewer than asked for.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import (
+    DateTime,
+    Integer,
+    LargeBinary,
+    String,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Photo(Base):
+    __tablename__ = "photos"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    label: Mapped[str | None] = mapped_column(String(200), index=True)
+    label_source: Mapped[str] = mapped_column(String(20))  # "folder", "user" or "predicted"
+    source: Mapped[str] = mapped_column(String(1000))  # where the photo came from (file, URL, upload)
+    added_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    embedder: Mapped[str] = mapped_column(String(200), index=True)  # the model whose space the embedding is in
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32, L2-normalised
+    thumbnail: Mapped[bytes] = mapped_column(LargeBinary)  # JPEG
+
+
+class Marker(Base):
+    """One-off facts about the store, such as "seeded": inserting one is the claim to do it."""
+
+    __tablename__ = "markers"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+@dataclass(frozen=True)
+class StoredPhoto:
+    id: int
+    label: str | None
+    label_source: str
+    source: str
+    added_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Match:
+    id: int
+    label: str | None
+    similarity: float
+
+
+class GalleryStore:
+    def __init__(self, url: str):
+        self.engine: Engine = create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_durability)
+        Base.metadata.create_all(self.engine)
+
+    def add(
+        self, embedding: np.ndarray, thumbnail: bytes, embedder: str, label: str | None, label_source: str, source: str
+    ) -> StoredPhoto:
+        added_at = dt.datetime.now(dt.timezone.utc)
+        with Session(self.engine) as session, session.begin():
+            photo_id = session.execute(
+                insert(Photo).values(
+                    label=label,
+                    label_source=label_source,
+                    source=source,
+                    added_at=added_at,
+                    embedder=embedder,
+                    embedding=np.asarray(embedding, dtype=np.float32).tobytes(),
+                    thumbnail=thumbnail,
+                )
+            ).inserted_primary_key[0]
+        return StoredPhoto(photo_id, label, label_source, source, added_at)
+
+    def rows_after(self, last_id: int, embedder: str) -> list[tuple[int, str | None, np.ndarray]]:
+        """(id, label, embedding) of the rows added since `last_id`, in the given model's space."""
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(Photo.id, Photo.label, Photo.embedding)
+                .where(Photo.id > last_id, Photo.embedder == embedder)
+                .order_by(Photo.id)
+            ).all()
+        return [(row.id, row.label, np.frombuffer(row.embedding, dtype=np.float32)) for row in rows]
+
+    def thumbnail(self, photo_id: int) -> bytes | None:
+        with Session(self.engine) as session:
+            return session.scalar(select(Photo.thumbnail).where(Photo.id == photo_id))
+
+    def photo(self, photo_id: int) -> StoredPhoto | None:
+        with Session(self.engine) as session:
+            row = session.get(Photo, photo_id)
+            return StoredPhoto(row.id, row.label, row.label_source, row.source, row.added_at) if row else None
+
+    def count(self, embedder: str | None = None) -> int:
+        query = select(func.count(Photo.id))
+        if embedder:
+            query = query.where(Photo.embedder == embedder)
+        with Session(self.engine) as session:
+            return int(session.scalar(query))
+
+    def claim(self, marker: str) -> bool:
+        """True for exactly one caller across processes: the first to record `marker`."""
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            with Session(self.engine) as session, session.begin():
+                session.add(Marker(name=marker, at=dt.datetime.now(dt.timezone.utc)))
+        except IntegrityError:
+            return False
+        return True
+
+    def release(self, marker: str) -> None:
+        with Session(self.engine) as session, session.begin():
+            session.query(Marker).filter(Marker.name == marker).delete()
+
+
+def _sqlite_durability(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; crash-safe
+    cursor.execute("PRAGMA synchronous=FULL")  # fsync at every commit: an acknowledged add survives
+    cursor.execute("PRAGMA busy_timeout=10000")  # several replicas write to one file
+    cursor.close()
+
+
+class VectorIndex:
+    """Normalised embeddings with their ids and labels, searched by cosine similarity."""
+
+    def __init__(self, dim: int, ann_threshold: int = 50_000):
+        self.dim = dim
+        self.ann_threshold = ann_threshold
+        self.ids = np.zeros(0, dtype=np.int64)
+        self.labels: list[str | None] = []
+        self.matrix = np.zeros((0, dim), dtype=np.float32)
+        self._ann = None  # faiss index over the same rows, built once the gallery is large
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def last_id(self) -> int:
+        return int(self.ids[-1]) if len(self.ids) else 0
+
+    def extend(self, rows: Iterable[tuple[int, str | None, np.ndarray]]) -> None:
+        rows = list(rows)
+        if not rows:
+            return
+        vectors = np.stack([np.asarray(vector, dtype=np.float32) for _, _, vector in rows])
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        self.ids = np.concatenate([self.ids, np.array([row[0] for row in rows], dtype=np.int64)])
+        self.labels.extend(row[1] for row in rows)
+        self.matrix = np.concatenate([self.matrix, vectors])
+        if self._ann is not None:
+            self._ann.add(vectors)
+        elif len(self.ids) >= self.ann_threshold:
+            self._build_ann()
+
+    def _build_ann(self) -> None:
+        import faiss
+
+        index = faiss.IndexHNSWFlat(self.dim, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+        index.hnsw.efSearch = 128
+        index.add(self.matrix)
+        self._ann = index
+
+    def search(self, query: np.ndarray, n: int, labels: Sequence[str] | None = None) -> list[Match]:
+        """The `n` rows most similar to `query`; only rows labelled with one of `labels` when that
+        leaves at least `n`, else all rows (the tutorial's breed filter, with a fallback)."""
+        if not len(self.ids) or n <= 0:
+            return []
+        query = np.asarray(query, dtype=np.float32)
+        query = query / max(float(np.linalg.norm(query)), 1e-12)
+        if labels:
+            wanted = set(labels)
+            mask = np.fromiter((label in wanted for label in self.labels), dtype=bool, count=len(self.labels))
+            if mask.sum() >= n:
+                return self._exact(query, n, np.flatnonzero(mask))
+        if self._ann is not None:
+            similarities, rows = self._ann.search(query[None, :], n)
+            return [self._match(int(r), float(s)) for r, s in zip(rows[0], similarities[0]) if r >= 0]
+        return self._exact(query, n, None)
+
+    def _exact(self, query: np.ndarray, n: int, rows: np.ndarray | None) -> list[Match]:
+        candidates = self.matrix if rows is None else self.matrix[rows]
+        similarities = candidates @ query
+        top = np.argpartition(-similarities, min(n, len(similarities)) - 1)[:n]
+        top = top[np.argsort(-similarities[top])]
+        return [self._match(int(i if rows is None else rows[i]), float(similarities[i])) for i in top]
+
+    def _match(self, row: int, similarity: float) -> Match:
+        # float32 rounding can put a vector's similarity to itself a hair over 1.
+        return Match(id=int(self.ids[row]), label=self.labels[row], similarity=min(1.0, max(-1.0, similarity)))
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def labelled_images(folder: str | Path) -> list[tuple[Path, str | None]]:
+    """Image files under `folder` with their labels, the tutorial's layout: `<folder>/<label>/<file>`;
+    files directly in `folder` have no label."""
+    root = Path(folder)
+    found = []
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            parent = path.parent.relative_to(root)
+            found.append((path, parent.parts[0] if parent.parts else None))
+    return found

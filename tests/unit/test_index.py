@@ -1,0 +1,81 @@
+"""Gallery store (SQLite through SQLAlchemy) and the in-memory vector index."""
+
+import numpy as np
+import pytest
+
+from backend.models.index import GalleryStore, VectorIndex, labelled_images
+from tests.conftest import SEED
+
+
+def unit(v) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_exact_search_ranks_by_cosine_similarity():
+    index = VectorIndex(dim=3)
+    index.extend([(1, "a", unit([1, 0, 0])), (2, "b", unit([1, 1, 0])), (3, "c", unit([0, 0, 1]))])
+    matches = index.search(unit([1, 0.1, 0]), n=2)
+    assert [m.id for m in matches] == [1, 2]
+    assert matches[0].similarity > matches[1].similarity
+    assert index.search(unit([1, 0, 0]), n=10)[0].similarity == pytest.approx(1.0)
+
+
+def test_breed_filter_and_its_fallback():
+    index = VectorIndex(dim=2)
+    index.extend([(1, "husky", unit([1, 0])), (2, "pug", unit([0.9, 0.1])), (3, "husky", unit([0, 1]))])
+    # Filtered: only huskies, even though the pug is closer.
+    assert [m.id for m in index.search(unit([1, 0]), n=2, labels=["husky"])] == [1, 3]
+    # Too few huskies for n=3: all photos instead.
+    assert {m.id for m in index.search(unit([1, 0]), n=3, labels=["husky", "beagle"])} == {1, 2, 3}
+    assert [m.id for m in index.search(unit([1, 0]), n=1, labels=["beagle"])] == [1]
+
+
+def test_ann_index_takes_over_for_large_galleries_with_high_recall():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(20, 32))
+    vectors = centres[rng.integers(0, 20, 3000)] + 0.3 * rng.normal(size=(3000, 32))
+    exact, ann = VectorIndex(32, ann_threshold=10**9), VectorIndex(32, ann_threshold=1000)
+    rows = [(i + 1, None, v) for i, v in enumerate(vectors)]
+    exact.extend(rows[:1500]); exact.extend(rows[1500:])
+    ann.extend(rows[:1500]); ann.extend(rows[1500:])  # built at 1,500, then grown
+    assert ann._ann is not None and ann._ann.ntotal == 3000 and exact._ann is None
+    queries = centres[:10] + 0.3 * rng.normal(size=(10, 32))
+    recall = np.mean([
+        len({m.id for m in exact.search(q, 10)} & {m.id for m in ann.search(q, 10)}) / 10 for q in queries
+    ])
+    assert recall >= 0.95
+
+
+def test_store_add_is_durable_and_a_new_process_sees_it(tmp_path):
+    url = f"sqlite:///{tmp_path / 'gallery.db'}"
+    store = GalleryStore(url)
+    photo = store.add(unit([1, 2, 3]), b"jpeg-bytes", "model-a", "husky", "user", "upload:x.jpg")
+    store.add(unit([3, 2, 1]), b"other", "model-b", None, "none", "upload:y.jpg")
+    store.engine.dispose()  # as if the app stopped
+
+    reopened = GalleryStore(url)
+    assert reopened.count() == 2 and reopened.count("model-a") == 1
+    assert reopened.thumbnail(photo.id) == b"jpeg-bytes"
+    assert reopened.photo(photo.id).label == "husky"
+    assert reopened.photo(999) is None and reopened.thumbnail(999) is None
+    rows = reopened.rows_after(0, "model-a")
+    assert [(r[0], r[1]) for r in rows] == [(photo.id, "husky")]
+    np.testing.assert_allclose(rows[0][2], unit([1, 2, 3]))
+    assert reopened.rows_after(photo.id, "model-a") == []
+
+
+def test_a_marker_is_claimed_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'gallery.db'}"
+    first, second = GalleryStore(url), GalleryStore(url)
+    assert first.claim("seeded:m") is True
+    assert second.claim("seeded:m") is False
+    first.release("seeded:m")
+    assert second.claim("seeded:m") is True
+
+
+def test_folder_layout_gives_labels():
+    found = {path.name: label for path, label in labelled_images(SEED)}
+    assert found["chelsea.png"] == "cat"
+    assert found["dog-on-porch.jpg"] is None  # top-level files: the model predicts the label
+    assert "README.md" not in found
