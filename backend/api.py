@@ -11,17 +11,22 @@ import logging
 import time
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from shared.config import Limits
+from shared.images import InvalidImage
+from shared.photos import PhotoService
 from shared.schemas import (
     DeploymentStatus,
     ErrorResponse,
+    GalleryItem,
     InvalidArticle,
+    PredictRequest,
+    PredictResponse,
     Readiness,
     SummarizeOptions,
     SummarizeRequest,
@@ -35,9 +40,11 @@ logger = logging.getLogger("ray.serve")
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
-        413: "The text is longer than the configured limit.",
-        422: "The text is empty, is not text or holds no words, or the request does not match the schema.",
-        503: "The summarizer did not answer in time.",
+        400: "The image URL is refused: not http(s), or a non-public address.",
+        413: "The text or image is larger than the configured limit.",
+        422: "Input that cannot be used: empty or non-text text, a file that is not a readable image, "
+        "an image URL that cannot be fetched, or a request that does not match the schema.",
+        503: "A model deployment did not answer in time.",
     }.items()
 }
 
@@ -45,8 +52,8 @@ api = FastAPI(
     title="Retriever",
     version="0.1.0",
     description=(
-        "Article summaries (and, later, dog photos) served by Ray Serve. "
-        "`GET /Summarizer?txt=...` is the Ray Serve tutorial's route; `/api/v1/...` is the typed API. "
+        "Article summaries and dog photos served by Ray Serve. `GET /Summarizer?txt=...` and "
+        "`POST /predict/` are the Ray Serve tutorials' routes; `/api/v1/...` is the typed API. "
         "The web UI is at [/ui](/ui)."
     ),
 )
@@ -69,11 +76,19 @@ async def readable_validation_error(request: Request, exc: RequestValidationErro
 @serve.deployment(name="Api", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
 @serve.ingress(api)
 class Api:
-    def __init__(self, summarizer: DeploymentHandle, limits: Limits) -> None:
+    def __init__(
+        self,
+        summarizer: DeploymentHandle,
+        vision: DeploymentHandle,
+        gallery: DeploymentHandle,
+        limits: Limits,
+    ) -> None:
         self.summarizer = summarizer
         self.limits = limits
+        self.photos = PhotoService(vision, gallery, limits)
+        self.gallery = gallery
         # Every model deployment the readiness probe asks, by the name it reports.
-        self.backends = {"Summarizer": summarizer}
+        self.backends = {"Summarizer": summarizer, "Vision": vision, "Gallery": gallery}
 
     async def _summarize(self, text: str, options: SummarizeOptions) -> SummarizeResponse:
         started = time.perf_counter()
@@ -112,6 +127,89 @@ class Api:
     @api.post("/api/v1/summarize", response_model=SummarizeResponse, responses=ERRORS, summary="Summarize an article")
     async def summarize(self, request: SummarizeRequest) -> SummarizeResponse:
         return await self._summarize(request.text, request.options)
+
+    # ----------------------------------------------------------------------- dog photos
+
+    async def _photo_call(self, request: Request, work) -> Any:
+        """Run photo work, mapping bad input to 4xx and slow backends to 503; image paths made absolute."""
+        try:
+            result = await work
+        except InvalidImage as exc:
+            raise HTTPException(exc.status_code, error_message(exc)) from exc
+        except TimeoutError as exc:
+            raise HTTPException(503, "The vision model did not answer in time; try again.", headers={"Retry-After": "5"}) from exc
+        base = str(request.base_url).rstrip("/")
+        if isinstance(result, PredictResponse):
+            for match in result.top_matches:
+                match.path = base + match.path
+        else:
+            result.path = base + result.path
+        return result
+
+    async def _read_upload(self, file: UploadFile) -> bytes:
+        data = await file.read(self.limits.max_image_bytes + 1)
+        if len(data) > self.limits.max_image_bytes:
+            raise HTTPException(413, f"The upload is over the limit of {self.limits.max_image_bytes / 2**20:.0f} MiB.")
+        return data
+
+    @api.post(
+        "/predict/",
+        response_model=PredictResponse,
+        response_model_by_alias=True,
+        responses=ERRORS,
+        summary="Breeds and similar photos for an image URL (the Ray Serve tutorial's route)",
+    )
+    async def predict_url(self, request: Request, body: PredictRequest) -> PredictResponse:
+        async def work() -> PredictResponse:
+            return await self.photos.predict(await self.photos.fetch(body.url), body.k, body.n)
+
+        return await self._photo_call(request, work())
+
+    @api.post(
+        "/api/v1/photos",
+        response_model=PredictResponse,
+        response_model_by_alias=True,
+        responses=ERRORS,
+        summary="Breeds, dog score and similar photos for an uploaded photo",
+    )
+    async def predict_upload(
+        self,
+        request: Request,
+        file: UploadFile = File(description="The photo (JPEG, PNG, GIF, WebP, BMP, TIFF)."),
+        k: int = Form(4, ge=1, le=118, description="How many top breeds filter the gallery search."),
+        n: int | None = Form(None, ge=1, le=50, description="How many similar photos."),
+    ) -> PredictResponse:
+        data = await self._read_upload(file)
+        return await self._photo_call(request, self.photos.predict(data, k, n))
+
+    @api.post(
+        "/api/v1/gallery",
+        response_model=GalleryItem,
+        status_code=201,
+        responses=ERRORS,
+        summary="Add a photo to the gallery",
+    )
+    async def add_to_gallery(
+        self,
+        request: Request,
+        file: UploadFile = File(description="The photo."),
+        label: str | None = Form(None, max_length=200, description="Its breed; empty: the predicted breed if it is a dog."),
+    ) -> GalleryItem:
+        data = await self._read_upload(file)
+        source = f"upload:{file.filename or 'photo'}"
+        return await self._photo_call(request, self.photos.add(data, label, source))
+
+    @api.get(
+        "/api/v1/gallery/{photo_id}/image",
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}, 404: {"model": ErrorResponse}},
+        summary="A gallery photo's image (JPEG)",
+    )
+    async def gallery_image(self, photo_id: int) -> Response:
+        (thumbnail,) = await self.gallery.thumbnails.remote([photo_id])
+        if thumbnail is None:
+            raise HTTPException(404, f"No photo {photo_id} in the gallery.")
+        return Response(thumbnail, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
 
     @api.get(
         "/api/v1/ready",

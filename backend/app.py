@@ -2,11 +2,11 @@
 
 serve_config.yaml names these builders as import paths; their `args` come from the config:
 
-    api  (route /)    Api ingress ──handle──> Summarizer
-    ui   (route /ui)  GradioUI    ──handle──> the api application's Summarizer
+    api  (route /)    Api ingress ──handles──> Summarizer, Vision, Gallery ──> Vision
+    ui   (route /ui)  GradioUI    ──handles──> the api application's Summarizer, Vision, Gallery
 
 The UI is its own application so that it can stay at one replica while the API scales out, and it
-reaches the same Summarizer replicas as the API (no second copy of the model).
+reaches the same model replicas as the API (no second copy of any model).
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict
 from ray.serve import Application
 
 from backend.api import Api
+from backend.gallery import Gallery, GallerySettings
 from backend.summarizer import Summarizer
+from backend.vision import Vision
 from shared.config import Limits
 from ui.app import GradioUI
 
@@ -25,19 +27,22 @@ API_APP = "api"
 class ApiArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     limits: Limits = Limits()
+    gallery: GallerySettings = GallerySettings()
 
 
 class UiArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     limits: Limits = Limits()
     backend_app: str = API_APP
-    # Summaries running at once across all UI users; beyond it Gradio queues them and shows the position.
+    # Requests running at once across all UI users; beyond it Gradio queues them and shows the position.
     concurrency_limit: int = 8
 
 
 def build_api(args: dict) -> Application:
     settings = ApiArgs.model_validate(args)
-    return Api.bind(Summarizer.bind(), settings.limits)
+    vision = Vision.bind()
+    gallery = Gallery.bind(vision, settings.gallery)
+    return Api.bind(Summarizer.bind(), vision, gallery, settings.limits)
 
 
 def build_ui(args: dict) -> Application:

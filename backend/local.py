@@ -38,11 +38,8 @@ def apply_local_env() -> None:
         os.environ.setdefault(key, value)
 
 
-def load_serve_config(path: str | Path, http_port: int | None = None) -> dict[str, Any]:
-    config = yaml.safe_load(Path(path).read_text())
-    if http_port is not None:
-        config.setdefault("http_options", {})["port"] = http_port
-    return config
+def load_serve_config(path: str | Path) -> dict[str, Any]:
+    return yaml.safe_load(Path(path).read_text())
 
 
 @dataclass
@@ -68,32 +65,46 @@ class LocalServe:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
+def start_private_ray(num_cpus: int | None = None, **init_options: Any) -> Path:
+    """ray.init a new single-machine cluster of our own (never one already running) on 127.0.0.1, in
+    its own temp dir; returns the dir, to remove after ray.shutdown()."""
+    apply_local_env()
+    import ray
+
+    # Short path: Ray's socket paths must stay under the OS limit.
+    temp_dir = Path(tempfile.mkdtemp(prefix="retriever-ray-", dir="/tmp"))
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        _temp_dir=str(temp_dir),
+        logging_level="WARNING",
+        **init_options,
+    )
+    return temp_dir
+
+
 def start_local_serve(
-    config_path: str | Path = "serve_config.yaml",
+    config: str | Path | dict[str, Any] = "serve_config.yaml",
     *,
     http_port: int | None = None,
     num_cpus: int | None = None,
     timeout_s: float = 900,
     on_status: Callable[[dict[str, str]], None] | None = None,
 ) -> LocalServe:
-    """Start Ray on this machine, deploy every application of the config, wait until all run."""
+    """Start Ray on this machine, deploy every application of the config (a file, or its loaded and
+    edited dict), and wait until all run."""
     apply_local_env()
-    import ray
     from ray.serve._private import api as serve_private_api
     from ray.serve.config import gRPCOptions
     from ray.serve.schema import ServeDeploySchema
 
-    config = ServeDeploySchema.model_validate(load_serve_config(config_path, http_port))
-    # Short path: Ray's socket paths must stay under the OS limit.
-    temp_dir = Path(tempfile.mkdtemp(prefix="retriever-ray-", dir="/tmp"))
-    ray.init(
-        address="local",
-        namespace="serve",
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        _temp_dir=str(temp_dir),
-        logging_level="WARNING",
-    )
+    if not isinstance(config, dict):
+        config = load_serve_config(config)
+    if http_port is not None:
+        config = {**config, "http_options": {**config.get("http_options", {}), "port": http_port}}
+    config = ServeDeploySchema.model_validate(config)
+    temp_dir = start_private_ray(num_cpus=num_cpus, namespace="serve")
     running = LocalServe(config.http_options.host, config.http_options.port, temp_dir)
     try:
         client = serve_private_api.serve_start(
@@ -103,11 +114,32 @@ def start_local_serve(
             controller_options=config.controller_options,
         )
         client.deploy_apps(config, _blocking=False)
+        deadline = time.monotonic() + timeout_s
         wait_until_running([app.name for app in config.applications], timeout_s, on_status)
+        wait_until_ready(running.url + READY_PATH, deadline - time.monotonic())
     except BaseException:
         running.stop()
         raise
     return running
+
+
+READY_PATH = "/api/v1/ready"  # the API's readiness route: every model deployment answers
+
+
+def wait_until_ready(url: str, timeout_s: float) -> None:
+    """Running is not ready: the gallery may still be adding its first photos."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url, timeout=10).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer 200 within {timeout_s:.0f} s")
+        time.sleep(0.5)
 
 
 def wait_until_running(

@@ -99,3 +99,50 @@ class Readiness(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str
+
+
+# --------------------------------------------------------------------------- dog photos
+
+
+def gallery_image_path(photo_id: int) -> str:
+    """Where the API serves a gallery photo's image."""
+    return f"/api/v1/gallery/{photo_id}/image"
+
+
+class PredictRequest(BaseModel):
+    """The Ray Serve tutorial's request, plus how many matches to return."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"url": "https://example.com/dog.jpg", "k": 4}]})
+
+    url: str = Field(description="http(s) URL of the photo.", max_length=2048)
+    k: int = Field(4, ge=1, le=118, description="How many top breeds filter the gallery search.")
+    n: int | None = Field(None, ge=1, le=50, description="How many similar photos (default: the configured 5).")
+
+
+class PhotoMatch(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: int
+    label: str | None = Field(alias="class", description="The photo's breed label (or what it shows), if known.")
+    path: str = Field(description="URL of the photo's image on this server.")
+    similarity: float = Field(description="Cosine similarity of the embeddings, -1..1.")
+
+
+class PredictResponse(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    probabilities: dict[str, float] = Field(description="p(breed | dog) for the 118 ImageNet breeds, highest first.")
+    top_matches: list[PhotoMatch]
+    dog_score: float = Field(description="Total probability of the dog classes; below the threshold it is not a dog.")
+    is_dog: bool
+    best_guess: str = Field(description="The most likely of the 1,000 ImageNet classes.")
+    model: str
+
+
+class GalleryItem(BaseModel):
+    id: int
+    label: str | None
+    label_source: str = Field(description="folder, user or predicted")
+    source: str
+    added_at: str
+    path: str

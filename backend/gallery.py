@@ -1,0 +1,112 @@
+"""Gallery deployment: the photo store plus an in-memory index per replica, kept in step with the store."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from backend.models.index import GalleryStore, Match, StoredPhoto, VectorIndex, labelled_images
+from shared.config import Limits
+from shared.images import Embedder
+from shared.photos import PhotoService
+from shared.schemas import DeploymentStatus
+
+logger = logging.getLogger("ray.serve")
+
+SEED_DIR = Path(__file__).resolve().parent / "gallery_seed"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("RETRIEVER_DATA_DIR") or Path.home() / ".local" / "share" / "retriever")
+
+
+class GallerySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL. None: SQLite at <data dir>/gallery.db ($RETRIEVER_DATA_DIR or ~/.local/share/retriever)."
+    )
+    seed: bool = Field(True, description="Add the packaged photos (backend/gallery_seed) to an empty gallery.")
+    matches: int = Field(5, ge=1, le=50, description="Similar photos returned when a request does not say.")
+    ann_threshold: int = Field(50_000, ge=1, description="From this many photos on, search with FAISS HNSW.")
+    refresh_interval_s: float = Field(1.0, ge=0, description="How stale a replica's index may be: adds through other replicas show within it.")
+
+    def url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        data_dir = default_data_dir()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{data_dir / 'gallery.db'}"
+
+
+@serve.deployment(name="Gallery", ray_actor_options={"num_cpus": 0.2}, max_ongoing_requests=32)
+class Gallery:
+    async def __init__(self, vision: DeploymentHandle, settings: GallerySettings) -> None:
+        self.settings = settings
+        self.vision = vision
+        self.embedder: Embedder = await vision.embedder.remote()
+        self.store = GalleryStore(settings.url())
+        self.index = VectorIndex(self.embedder.dim, settings.ann_threshold)
+        # Sync methods run on Serve's thread pool, concurrently: the index changes under this lock.
+        self.lock = threading.Lock()
+        self.refreshed_at = 0.0
+        self.refresh()
+        self.seeding = asyncio.get_running_loop().create_task(self._seed()) if settings.seed else None
+
+    def refresh(self) -> None:
+        """Take in the rows other replicas (or jobs) added since the last look."""
+        with self.lock:
+            self.index.extend(self.store.rows_after(self.index.last_id, self.embedder.name))
+            self.refreshed_at = time.monotonic()
+
+    def search(self, embedding: np.ndarray, breeds: list[str], n: int | None = None) -> list[Match]:
+        if time.monotonic() - self.refreshed_at > self.settings.refresh_interval_s:
+            self.refresh()
+        with self.lock:
+            return self.index.search(embedding, n or self.settings.matches, breeds)
+
+    def add(
+        self, embedding: np.ndarray, thumbnail: bytes, embedder: str, label: str | None, label_source: str, source: str
+    ) -> StoredPhoto:
+        if embedder != self.embedder.name:
+            raise ValueError(f"embedding from {embedder}, but this gallery holds {self.embedder.name} embeddings")
+        photo = self.store.add(embedding, thumbnail, embedder, label, label_source, source)
+        self.refresh()  # the adding replica sees its own add at once
+        return photo
+
+    def thumbnails(self, photo_ids: list[int]) -> list[bytes | None]:
+        return [self.store.thumbnail(photo_id) for photo_id in photo_ids]
+
+    def photo(self, photo_id: int) -> StoredPhoto | None:
+        return self.store.photo(photo_id)
+
+    def status(self) -> DeploymentStatus:
+        seeding = self.seeding is not None and not self.seeding.done()
+        return DeploymentStatus(
+            ready=not seeding,
+            model=f"{len(self.index)} photos ({self.embedder.name})",
+            detail="adding the packaged photos" if seeding else None,
+        )
+
+    async def _seed(self) -> None:
+        """Fill an empty gallery with the packaged photos, once across all replicas and restarts.
+        Each goes the way an upload goes (shared.photos), through this deployment's own handle."""
+        marker = f"seeded:{self.embedder.name}"
+        if self.store.count(self.embedder.name) or not self.store.claim(marker):
+            return
+        photos = PhotoService(self.vision, serve.get_deployment_handle("Gallery"), Limits())
+        try:
+            for path, label in labelled_images(SEED_DIR):
+                await photos.add(path.read_bytes(), label, f"seed:{path.relative_to(SEED_DIR)}", label_source="folder")
+        except Exception:
+            logger.exception("seeding the gallery failed")
+            self.store.release(marker)
