@@ -13,11 +13,21 @@ from backend.local import apply_local_env
 apply_local_env()  # before ray, gradio or transformers are imported anywhere
 
 from tests import netguard  # noqa: E402
+from tests.image_server import ImageServer  # noqa: E402
 
 netguard.install()
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
+SEED = ROOT / "backend" / "gallery_seed"
+# Real photos (see backend/gallery_seed/README.md for where each comes from).
+PHOTOS = {
+    "dog": SEED / "dog-on-porch.jpg",
+    "dog2": SEED / "dog-in-field.jpg",
+    "cat": SEED / "cat" / "chelsea.png",
+    "eagle": SEED / "eagle" / "eagle.jpg",
+    "giraffe": SEED / "giraffe" / "giraffe.jpg",
+}
 
 
 def free_port() -> int:
@@ -27,11 +37,34 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def serve_app() -> Iterator[str]:
-    """The project's own serve_config.yaml deployed on a private Ray cluster; yields its base URL."""
-    from backend.local import start_local_serve
+def image_server() -> Iterator[ImageServer]:
+    with ImageServer() as server:
+        yield server
 
-    running = start_local_serve(ROOT / "serve_config.yaml", http_port=free_port())
+
+@pytest.fixture(scope="session")
+def gallery_database(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The SQLAlchemy URL of the gallery the test app serves (a temp SQLite file)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('gallery') / 'gallery.db'}"
+
+
+@pytest.fixture(scope="session")
+def serve_app(image_server: ImageServer, gallery_database: str) -> Iterator[str]:
+    """The project's own serve_config.yaml deployed on a private Ray cluster; yields its base URL.
+
+    Changed only where a test run must differ: the gallery lives in a temp dir, the local image server
+    is on the URL allowlist, and every Ray worker refuses non-loopback connections like this process."""
+    from backend.local import load_serve_config, start_local_serve
+
+    config = load_serve_config(ROOT / "serve_config.yaml")
+    for app in config["applications"]:
+        app["args"]["limits"] = {**app["args"]["limits"], "url_allowlist": [f"127.0.0.1:{image_server.port}"]}
+        env = app.setdefault("runtime_env", {})
+        env["env_vars"] = {**env.get("env_vars", {}), "PYTHONPATH": str(ROOT)}
+        env["worker_process_setup_hook"] = "tests.netguard.install"
+        if app["name"] == "api":
+            app["args"]["gallery"] = {**app["args"]["gallery"], "database_url": gallery_database}
+    running = start_local_serve(config, http_port=free_port())
     try:
         yield running.url
     finally:

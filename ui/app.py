@@ -7,15 +7,21 @@ must reach the same process.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
+from pathlib import Path
 
 import gradio as gr
 from fastapi import FastAPI
+from PIL import Image
 from ray import serve
 
 from shared.config import Limits
+from shared.images import InvalidImage
+from shared.photos import PhotoService
 from shared.schemas import InvalidArticle, SummarizeOptions, error_message, validate_article
 from ui.blocks import CSS, build_blocks
 from ui.examples import ARTICLES
@@ -61,6 +67,61 @@ class Callbacks:
             yield summary, f"{model} · {time.perf_counter() - started:.2f} s"
 
 
+class PhotoCallbacks:
+    """The Dog photo tab: plain async callbacks over the photo service (which calls the handles)."""
+
+    def __init__(self, photos: PhotoService, gallery) -> None:
+        self.photos = photos
+        self.gallery = gallery
+
+    async def _photo_bytes(self, photo: str | None, url: str) -> bytes:
+        if photo:
+            return await asyncio.to_thread(Path(photo).read_bytes)
+        if url and url.strip():
+            return await self.photos.fetch(url.strip())
+        raise InvalidImage("Upload a photo or give an image URL first.")
+
+    async def find(self, photo: str | None, url: str, matches: int) -> tuple[str, Any, list]:
+        """(verdict, breed label, similar photos); the breed label is hidden when it is not a dog."""
+        try:
+            result = await self.photos.predict(await self._photo_bytes(photo, url), k=4, n=int(matches))
+            thumbnails = await self.gallery.thumbnails.remote([m.id for m in result.top_matches])
+        except Exception as exc:
+            return photo_problem(exc), gr.update(value=None, visible=False), []
+        similar = [
+            (Image.open(io.BytesIO(data)), f"{m.label or 'unlabelled'} · similarity {m.similarity:.2f}")
+            for m, data in zip(result.top_matches, thumbnails)
+            if data
+        ]
+        if not result.is_dog:
+            verdict = (
+                f"**Not a dog**: this looks like a {result.best_guess} "
+                f"(dog score {result.dog_score:.2f}). The closest photos in the gallery are below."
+            )
+            return verdict, gr.update(value=None, visible=False), similar
+        breed, p = next(iter(result.probabilities.items()))
+        verdict = f"**A dog** (dog score {result.dog_score:.2f}), most likely a **{breed}** ({p:.0%})."
+        return verdict, gr.update(value=dict(list(result.probabilities.items())[:5]), visible=True), similar
+
+    async def add(self, photo: str | None, url: str, label: str) -> str:
+        try:
+            source = f"url:{url.strip()}" if not photo and url else "upload:ui"
+            item = await self.photos.add(await self._photo_bytes(photo, url), label, source)
+        except Exception as exc:
+            return photo_problem(exc)
+        what = f"{item.label} ({item.label_source})" if item.label else "no label"
+        return f"Added to the gallery as photo #{item.id}, {what}."
+
+
+def photo_problem(exc: Exception) -> str:
+    if isinstance(exc, InvalidImage):
+        return problem("Cannot use this photo", error_message(exc))
+    if isinstance(exc, TimeoutError):
+        return problem("Vision model busy", "no answer in time; try again.")
+    logger.exception("photo callback failed")
+    return problem("Vision model unavailable", "try again in a moment.")
+
+
 def problem(title: str, message: str) -> str:
     return f"⚠️ **{title}:** {message}"
 
@@ -71,12 +132,19 @@ class GradioUI:
     def __init__(self, backend_app: str, limits: Limits, concurrency_limit: int) -> None:
         # The model deployments live in another application of the same config, which may still be
         # starting when this replica is: take handles without waiting for them to be registered.
-        summarizer = serve.get_deployment_handle("Summarizer", app_name=backend_app, _check_exists=False)
-        self.callbacks = Callbacks(summarizer, limits)
+        def handle(name: str):
+            return serve.get_deployment_handle(name, app_name=backend_app, _check_exists=False)
+
+        self.callbacks = Callbacks(handle("Summarizer"), limits)
+        gallery = handle("Gallery")
+        self.photo_callbacks = PhotoCallbacks(PhotoService(handle("Vision"), gallery, limits), gallery)
         self.concurrency_limit = concurrency_limit
+        self.max_file_size = limits.max_image_bytes  # uploads over the API's cap stop at Gradio's door
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        blocks = build_blocks(self.callbacks.summarize, ARTICLES)
+        blocks = build_blocks(self.callbacks.summarize, self.photo_callbacks, ARTICLES)
         # Gradio's default concurrency of 1 would serialise every user behind one summary.
         blocks.queue(default_concurrency_limit=self.concurrency_limit)
-        return gr.mount_gradio_app(FastAPI(), blocks, path="/", css=CSS, ssr_mode=False)
+        return gr.mount_gradio_app(
+            FastAPI(), blocks, path="/", css=CSS, ssr_mode=False, max_file_size=self.max_file_size
+        )

@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from typing import Protocol
 
 import gradio as gr
 
 SummarizeCallback = Callable[[str], AsyncIterator[tuple[str, str]]]
 
+
+class PhotoCallbacks(Protocol):
+    async def find(self, photo: str | None, url: str, matches: int) -> tuple[str, object, list]: ...
+
+    async def add(self, photo: str | None, url: str, label: str) -> str: ...
+
+
 CSS = """
 #summary textarea { font-size: 1.05rem; line-height: 1.5; }
 #summary-info { min-height: 1.5em; color: var(--body-text-color-subdued); }
+#photo-verdict { min-height: 1.5em; font-size: 1.05rem; }
 """
 
 
-def build_blocks(summarize: SummarizeCallback, articles: dict[str, str]) -> gr.Blocks:
-    """`summarize(article)` yields (summary so far, info line) as the summary streams in."""
+def build_blocks(summarize: SummarizeCallback, photos: PhotoCallbacks, articles: dict[str, str]) -> gr.Blocks:
+    """`summarize(article)` yields (summary so far, info line) as the summary streams in;
+    `photos.find` answers (verdict, breed label, similar photos), `photos.add` a message."""
     with gr.Blocks(title="Retriever", analytics_enabled=False) as blocks:
-        gr.Markdown("# Retriever\nSummaries of articles, served by Ray Serve.")
+        gr.Markdown("# Retriever\nSummaries of articles and dog breeds, served by Ray Serve.")
         with gr.Tab("Article"):
             with gr.Row(equal_height=True):
                 with gr.Column(scale=3):
@@ -46,6 +56,31 @@ def build_blocks(summarize: SummarizeCallback, articles: dict[str, str]) -> gr.B
                 inputs=[article],
                 label="Examples",
             )
+        with gr.Tab("Dog photo"):
+            with gr.Row():
+                with gr.Column(scale=2):
+                    photo = gr.Image(
+                        label="Dog photo",
+                        type="filepath",
+                        format="png",  # lossless: the model sees the uploaded pixels
+                        sources=["upload", "clipboard"],
+                        height=320,
+                        elem_id="photo",
+                    )
+                    url = gr.Textbox(label="…or an image URL", placeholder="https://example.com/dog.jpg", elem_id="photo-url")
+                    matches = gr.Slider(1, 20, value=6, step=1, label="Similar photos to show", elem_id="matches")
+                    find = gr.Button("Find breed and similar photos", variant="primary", elem_id="find")
+                    with gr.Accordion("Add this photo to the gallery", open=False):
+                        label = gr.Textbox(label="Breed", placeholder="Empty: the predicted breed, if it is a dog", elem_id="add-label")
+                        add = gr.Button("Add to gallery", elem_id="add")
+                with gr.Column(scale=3):
+                    verdict = gr.Markdown(elem_id="photo-verdict")
+                    breeds = gr.Label(label="Most likely breeds", num_top_classes=5, visible=False, elem_id="breeds")
+                    similar = gr.Gallery(
+                        label="Similar photos in the gallery", columns=3, height="auto", object_fit="cover", elem_id="similar"
+                    )
         clear.add([article, summary, info])
         run.click(summarize, inputs=article, outputs=[summary, info], api_name="summarize")
+        find.click(photos.find, inputs=[photo, url, matches], outputs=[verdict, breeds, similar], api_name="find")
+        add.click(photos.add, inputs=[photo, url, label], outputs=[verdict], api_name="add")
     return blocks

@@ -81,11 +81,12 @@ def test_readiness_reports_the_model_deployment(client):
     body = response.json()
     assert body["ready"] is True
     assert body["deployments"]["Summarizer"] == {"ready": True, "model": "extractive/all-MiniLM-L6-v2", "detail": None}
+    assert body["deployments"]["Vision"]["model"] == "efficientnet-lite0"
 
 
 def test_openapi_docs_describe_the_routes(client):
     spec = client.get("/openapi.json").json()
-    assert {"/Summarizer", "/api/v1/summarize", "/api/v1/ready"} <= set(spec["paths"])
+    assert {"/Summarizer", "/api/v1/summarize", "/api/v1/ready", "/predict/", "/api/v1/photos", "/api/v1/gallery"} <= set(spec["paths"])
     assert "SummarizeRequest" in spec["components"]["schemas"]
     assert client.get("/docs").status_code == 200
 

@@ -1,0 +1,165 @@
+"""Dog photos through the running Serve app over HTTP: the tutorial's /predict/ contract, uploads,
+the gallery, and bad input. URLs that are really fetched point at the test's loopback image server,
+which is on the app's allowlist; every other address must be refused before any connection."""
+
+import io
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from backend.models.vision import EfficientNetLiteVision, dog_breeds
+from shared.config import Limits
+from shared.images import decode_image, to_model_input
+from tests.conftest import PHOTOS
+from tests.unit.test_images import png_header_only
+
+pytestmark = pytest.mark.serve
+HUSKY_TYPES = {"malamute", "Siberian husky", "Eskimo dog"}
+
+
+@pytest.fixture(scope="module")
+def client(serve_app):
+    with httpx.Client(base_url=serve_app, timeout=120) as client:
+        yield client
+
+
+def upload(client, name_or_bytes, route="/api/v1/photos", **form):
+    data = PHOTOS[name_or_bytes].read_bytes() if isinstance(name_or_bytes, str) else name_or_bytes
+    return client.post(route, files={"file": ("photo.jpg", data, "image/jpeg")}, data=form)
+
+
+def test_tutorial_predict_contract_through_a_url(client, image_server):
+    response = client.post("/predict/", json={"url": f"{image_server.url}/photos/dog-on-porch.jpg", "k": 4})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) >= {"probabilities", "top_matches"}
+    assert next(iter(body["probabilities"])) in HUSKY_TYPES
+    assert len(body["probabilities"]) == 118
+    assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert len(body["top_matches"]) == 5  # the configured default
+    for match in body["top_matches"]:
+        assert set(match) >= {"class", "path", "similarity"}
+        assert match["path"].startswith(str(client.base_url))
+    assert body["is_dog"] is True
+
+
+def test_served_probabilities_equal_an_in_process_forward_pass(client):
+    model = EfficientNetLiteVision.load()
+    pixels = to_model_input(decode_image(PHOTOS["dog"].read_bytes(), Limits()), model.input_spec)
+    (expected,) = model.analyse([pixels])
+    served = upload(client, "dog").json()
+    for breed, probability in expected.top_breeds(118):
+        assert served["probabilities"][breed] == pytest.approx(probability, abs=1e-4)
+    assert served["dog_score"] == pytest.approx(expected.dog_score, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", ["cat", "giraffe", "eagle"])
+def test_other_animals_are_not_dogs(client, name):
+    body = upload(client, name).json()
+    assert body["is_dog"] is False and body["dog_score"] < 0.1
+    assert body["best_guess"]
+
+
+def test_a_dog_querys_nearest_neighbours_are_dogs(client):
+    body = upload(client, "dog2", n=2).json()
+    assert [m["class"] in dog_breeds() for m in body["top_matches"]] == [True, True]
+
+
+def test_gallery_add_then_find_then_fetch_its_image(client):
+    flipped = Image.open(PHOTOS["dog"]).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    out = io.BytesIO()
+    flipped.save(out, format="JPEG", quality=95)
+    added = upload(client, out.getvalue(), route="/api/v1/gallery", label="Siberian husky")
+    assert added.status_code == 201, added.text
+    item = added.json()
+    assert (item["label"], item["label_source"]) == ("Siberian husky", "user")
+
+    found = upload(client, out.getvalue()).json()["top_matches"][0]
+    assert found["id"] == item["id"] and found["similarity"] == pytest.approx(1.0, abs=1e-3)
+    image = client.get(found["path"])
+    assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+    assert max(Image.open(io.BytesIO(image.content)).size) <= 320  # a thumbnail
+    assert client.get("/api/v1/gallery/999999/image").status_code == 404
+
+
+def test_gallery_add_without_label_predicts_it_for_dogs_only(client):
+    dog = upload(client, "dog2", route="/api/v1/gallery").json()
+    assert dog["label_source"] == "predicted" and dog["label"] in HUSKY_TYPES
+    cat = upload(client, "cat", route="/api/v1/gallery").json()
+    assert (cat["label"], cat["label_source"]) == (None, "none")
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "message"),
+    [
+        (b"", 422, "empty"),
+        (b"<html>not an image</html>", 422, "not an image"),
+        (PHOTOS["dog"].read_bytes()[:4000], 422, "truncated or corrupt"),
+        (png_header_only(50_000, 50_000), 413, "megapixels"),
+        (b"\xff" * (10 * 2**20 + 1), 413, "limit of 10 MiB"),
+    ],
+)
+def test_bad_uploads_get_clear_errors(client, data, status, message):
+    response = upload(client, data)
+    assert response.status_code == status
+    assert message in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("url", "status", "message"),
+    [
+        ("file:///etc/passwd", 400, "Only http and https"),
+        ("ftp://127.0.0.1/dog.jpg", 400, "Only http and https"),
+        ("http://127.0.0.1:1/dog.jpg", 400, "non-public"),
+        ("http://localhost:1/dog.jpg", 400, "non-public"),
+        ("http://[::1]/dog.jpg", 400, "non-public"),
+        ("http://10.0.0.1/dog.jpg", 400, "non-public"),
+        ("http://172.16.0.1/dog.jpg", 400, "non-public"),
+        ("http://192.168.0.1/dog.jpg", 400, "non-public"),
+        ("http://169.254.169.254/latest/meta-data/", 400, "non-public"),
+    ],
+)
+def test_blocked_urls_are_refused(client, url, status, message):
+    response = client.post("/predict/", json={"url": url, "k": 4})
+    assert response.status_code == status
+    assert message in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "message"),
+    [
+        ("/redirect-to-metadata", 400, "non-public"),
+        ("/not-an-image", 422, "content type text/html"),
+        ("/lying-image", 422, "not an image"),
+        ("/missing.jpg", 422, "HTTP 404"),
+    ],
+)
+def test_misbehaving_image_urls_get_clear_errors(client, image_server, path, status, message):
+    response = client.post("/predict/", json={"url": image_server.url + path, "k": 4})
+    assert response.status_code == status
+    assert message in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"url": "http://x/y.jpg", "k": 0}, "k: Input should be greater than or equal to 1"),
+        ({"url": "http://x/y.jpg", "k": 119}, "k: Input should be less than or equal to 118"),
+        ({"url": "http://x/y.jpg", "n": 51}, "n: Input should be less than or equal to 50"),
+        ({"k": 4}, "url: Field required"),
+        ({"url": "http://x/y.jpg", "extra": 1}, "extra: Extra inputs are not permitted"),
+    ],
+)
+def test_predict_request_is_validated(client, body, message):
+    response = client.post("/predict/", json=body)
+    assert response.status_code == 422
+    assert message in response.json()["detail"]
+
+
+def test_service_is_healthy_after_bad_input(client):
+    ready = client.get("/api/v1/ready").json()
+    assert ready["ready"] is True
+    assert set(ready["deployments"]) == {"Summarizer", "Vision", "Gallery"}
+    assert upload(client, "dog").status_code == 200

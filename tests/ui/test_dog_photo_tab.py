@@ -1,0 +1,64 @@
+"""The Dog photo tab in Debian's Chromium: upload a photo, see breeds and similar photos."""
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.conftest import PHOTOS
+
+pytestmark = pytest.mark.serve
+
+TIMEOUT_MS = 120_000
+
+
+@pytest.fixture
+def tab(page: Page, serve_app: str) -> Page:
+    page.goto(serve_app + "/ui/")
+    page.get_by_role("tab", name="Dog photo").click()
+    expect(page.locator("#find")).to_be_visible(timeout=TIMEOUT_MS)
+    return page
+
+
+def upload(page: Page, name: str) -> None:
+    page.locator("#photo input[type=file]").set_input_files(str(PHOTOS[name]))
+    expect(page.locator("#photo img")).to_be_visible(timeout=TIMEOUT_MS)
+
+
+def test_upload_dog_photo_and_see_breeds_and_similar_photos(tab: Page, screenshots_dir):
+    upload(tab, "dog")
+    tab.locator("#find").click()
+    expect(tab.locator("#photo-verdict")).to_contain_text("A dog", timeout=TIMEOUT_MS)
+    expect(tab.locator("#photo-verdict")).to_contain_text("malamute")
+    expect(tab.locator("#breeds")).to_contain_text("malamute")
+    thumbnails = tab.locator("#similar img")
+    expect(thumbnails.first).to_be_visible(timeout=TIMEOUT_MS)
+    assert thumbnails.count() >= 2
+    expect(tab.locator("#similar")).to_contain_text("similarity")
+    tab.screenshot(path=screenshots_dir / "dog-photo.png", full_page=True)
+
+
+def test_cat_photo_is_not_a_dog(tab: Page, screenshots_dir):
+    upload(tab, "cat")
+    tab.locator("#find").click()
+    expect(tab.locator("#photo-verdict")).to_contain_text("Not a dog", timeout=TIMEOUT_MS)
+    expect(tab.locator("#photo-verdict")).to_contain_text("tiger cat")
+    tab.screenshot(path=screenshots_dir / "cat-photo.png", full_page=True)
+
+
+def test_add_a_photo_to_the_gallery(tab: Page):
+    upload(tab, "dog2")
+    tab.get_by_text("Add this photo to the gallery").click()
+    tab.locator("#add-label textarea, #add-label input").first.fill("Siberian husky")
+    tab.locator("#add").click()
+    expect(tab.locator("#photo-verdict")).to_contain_text("Added to the gallery as photo #", timeout=TIMEOUT_MS)
+    expect(tab.locator("#photo-verdict")).to_contain_text("Siberian husky (user)")
+
+
+def test_find_without_a_photo_says_what_to_do(tab: Page):
+    tab.locator("#find").click()
+    expect(tab.locator("#photo-verdict")).to_contain_text("Upload a photo or give an image URL first", timeout=TIMEOUT_MS)
+
+
+def test_blocked_url_shows_an_error(tab: Page):
+    tab.locator("#photo-url textarea, #photo-url input").first.fill("http://169.254.169.254/latest/meta-data/")
+    tab.locator("#find").click()
+    expect(tab.locator("#photo-verdict")).to_contain_text("non-public address", timeout=TIMEOUT_MS)
