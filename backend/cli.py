@@ -55,6 +55,39 @@ def up(
         running.stop()
 
 
+@cli.command()
+def index(
+    folder: Path = typer.Argument(..., exists=True, file_okay=False, help="Photos; <folder>/<breed>/<photo> gives the breed."),
+    database_url: str | None = typer.Option(None, help="Gallery database (default: the app's, under $RETRIEVER_DATA_DIR)."),
+    kind: str = typer.Option("efficientnet-lite0", help="Vision model: the one the app serves."),
+    model: str | None = typer.Option(None, help="Its weights / hub id / path, as in serve_config.yaml."),
+    batch_size: int = typer.Option(16, min=1),
+) -> None:
+    """Add a folder of photos to the gallery, with Ray Data batch inference on a private Ray cluster."""
+    import shutil
+
+    import ray
+    from tqdm import tqdm
+
+    from backend.gallery import GallerySettings
+    from backend.jobs.index_folder import index_folder
+    from backend.local import start_private_ray
+    from backend.models.index import labelled_images
+
+    url = database_url or GallerySettings().url()
+    temp_dir = start_private_ray(log_to_driver=False)
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False  # ours below counts photos
+        with tqdm(total=len(labelled_images(folder)), unit="photo", desc="Indexing") as bar:
+            report = index_folder(folder, url, kind, model, batch_size, progress=bar.update)
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    console.print(f"[green]Added {report.added} photos[/] ({report.embedder}) to {url}.")
+    for source, error in report.failed.items():
+        console.print(f"[yellow]Skipped[/] {source}: {error}")
+
+
 def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
