@@ -1,5 +1,6 @@
-"""Foundation numbers in one run: cold start of `retriever up` to the first summary, latency of one
-summary through the API and through the UI (Gradio's queue), and the memory of the running app.
+"""Foundation numbers in one run: cold start of `retriever up` to the first summary; latency of one
+summary and of one dog photo through the API and through the UI (Gradio's queue); the same photo's
+in-process time (decode + model, no serving); and the memory of the running app.
 
     .venv/bin/python bench/smoke.py [--requests 20] [--port 18080]
 
@@ -24,6 +25,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from ui.examples import APOLLO_11  # noqa: E402
+
+PHOTO = ROOT / "backend" / "gallery_seed" / "dog-on-porch.jpg"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -62,6 +65,38 @@ def pss_mib(pids: list[int]) -> float:
     return total_kib / 1024
 
 
+def timed(call, count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def summary(times: list[float]) -> dict[str, float]:
+    return {"p50": round(statistics.median(times), 1), "p95": round(percentile(times, 0.95), 1)}
+
+
+def in_process_photo_ms(count: int) -> dict[str, dict[str, float]]:
+    """The photo without serving: decode + reduce, and the model's forward pass, with the
+    deployment's torch threads (serve_config.yaml: 2)."""
+    import torch
+
+    from backend.models.vision import EfficientNetLiteVision
+    from shared.config import Limits
+    from shared.images import decode_image, to_model_input
+
+    torch.set_num_threads(2)
+    model = EfficientNetLiteVision.load()
+    data = PHOTO.read_bytes()
+    pixels = to_model_input(decode_image(data, Limits()), model.input_spec)
+    return {
+        "decode_and_reduce_ms": summary(timed(lambda: to_model_input(decode_image(data, Limits()), model.input_spec), count)),
+        "model_ms": summary(timed(lambda: model.analyse([pixels]), count)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=20)
@@ -87,20 +122,18 @@ def main() -> None:
                 time.sleep(0.25)
             cold_start_s = time.perf_counter() - started
 
-            api_ms = []
-            for _ in range(args.requests):
-                t = time.perf_counter()
-                client.get("/Summarizer", params={"txt": APOLLO_11}).raise_for_status()
-                api_ms.append((time.perf_counter() - t) * 1000)
+            api_ms = timed(lambda: client.get("/Summarizer", params={"txt": APOLLO_11}).raise_for_status(), args.requests)
+            photo = PHOTO.read_bytes()
+            api_photo_ms = timed(
+                lambda: client.post("/api/v1/photos", files={"file": ("dog.jpg", photo, "image/jpeg")}).raise_for_status(),
+                args.requests,
+            )
 
-        from gradio_client import Client
+        from gradio_client import Client, handle_file
 
         ui = Client(url + "/ui/", verbose=False, download_files=False)
-        ui_ms = []
-        for _ in range(args.requests):
-            t = time.perf_counter()
-            ui.predict(APOLLO_11, api_name="/summarize")
-            ui_ms.append((time.perf_counter() - t) * 1000)
+        ui_ms = timed(lambda: ui.predict(APOLLO_11, api_name="/summarize"), args.requests)
+        ui_photo_ms = timed(lambda: ui.predict(handle_file(str(PHOTO)), "", 6, api_name="/find"), args.requests)
         memory = pss_mib(tree_pids(app.pid))
     finally:
         app.send_signal(signal.SIGTERM)
@@ -108,8 +141,11 @@ def main() -> None:
 
     result = {
         "cold_start_to_first_summary_s": round(cold_start_s, 1),
-        "api_summary_ms": {"p50": round(statistics.median(api_ms), 1), "p95": round(percentile(api_ms, 0.95), 1)},
-        "ui_summary_ms": {"p50": round(statistics.median(ui_ms), 1), "p95": round(percentile(ui_ms, 0.95), 1)},
+        "api_summary_ms": summary(api_ms),
+        "ui_summary_ms": summary(ui_ms),
+        "api_photo_ms": summary(api_photo_ms),
+        "ui_photo_ms": summary(ui_photo_ms),
+        "in_process_photo": in_process_photo_ms(args.requests),
         "app_memory_pss_mib": round(memory),
         "requests": args.requests,
         "cpus": os.cpu_count(),
