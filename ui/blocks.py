@@ -61,8 +61,10 @@ def build_blocks(summarize: SummarizeCallback, photos: PhotoCallbacks, articles:
                 with gr.Column(scale=2):
                     photo = gr.Image(
                         label="Dog photo",
+                        # The uploaded file reaches the callback untouched (no conversion by Gradio):
+                        # it is decoded once, by shared.images, with the API's checks.
                         type="filepath",
-                        format="png",  # lossless: the model sees the uploaded pixels
+                        image_mode=None,
                         sources=["upload", "clipboard"],
                         height=320,
                         elem_id="photo",

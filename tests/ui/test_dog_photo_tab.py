@@ -62,3 +62,16 @@ def test_blocked_url_shows_an_error(tab: Page):
     tab.locator("#photo-url textarea, #photo-url input").first.fill("http://169.254.169.254/latest/meta-data/")
     tab.locator("#find").click()
     expect(tab.locator("#photo-verdict")).to_contain_text("non-public address", timeout=TIMEOUT_MS)
+
+
+def test_transparent_png_upload_is_handled_by_our_decoder(tab: Page, tmp_path):
+    from PIL import Image
+
+    rgba = Image.open(PHOTOS["dog"]).convert("RGBA")
+    rgba.putalpha(200)
+    path = tmp_path / "translucent-dog.png"
+    rgba.save(path)
+    tab.locator("#photo input[type=file]").set_input_files(str(path))
+    expect(tab.locator("#photo img")).to_be_visible(timeout=TIMEOUT_MS)
+    tab.locator("#find").click()
+    expect(tab.locator("#photo-verdict")).to_contain_text("A dog", timeout=TIMEOUT_MS)
