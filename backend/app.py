@@ -47,4 +47,6 @@ def build_api(args: dict) -> Application:
 
 def build_ui(args: dict) -> Application:
     settings = UiArgs.model_validate(args)
-    return GradioUI.bind(settings.backend_app, settings.limits, settings.concurrency_limit)
+    # The UI reaches the api application's deployments by name: they are deployed by build_api.
+    backends = {"summarizer": Summarizer.name, "vision": Vision.name, "gallery": Gallery.name}
+    return GradioUI.bind(settings.backend_app, backends, settings.limits, settings.concurrency_limit)

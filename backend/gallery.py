@@ -99,14 +99,15 @@ class Gallery:
 
     async def _seed(self) -> None:
         """Fill an empty gallery with the packaged photos, once across all replicas and restarts.
-        Each goes the way an upload goes (shared.photos), through this deployment's own handle."""
+        Each is made into an entry the way an upload is (shared.photos), then added here."""
         marker = f"seeded:{self.embedder.name}"
         if self.store.count(self.embedder.name) or not self.store.claim(marker):
             return
-        photos = PhotoService(self.vision, serve.get_deployment_handle("Gallery"), Limits())
+        photos = PhotoService(self.vision, None, Limits())
         try:
             for path, label in labelled_images(SEED_DIR):
-                await photos.add(path.read_bytes(), label, f"seed:{path.relative_to(SEED_DIR)}", label_source="folder")
+                entry = await photos.gallery_entry(path.read_bytes(), label, label_source="folder")
+                await asyncio.to_thread(self.add, *entry.fields(), f"seed:{path.relative_to(SEED_DIR)}")
         except Exception:
             logger.exception("seeding the gallery failed")
             self.store.release(marker)

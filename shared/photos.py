@@ -1,4 +1,4 @@
-"""What both faces (API and UI) do with a photo: decode and reduce it once at the ingress, analyse it
+"""What both faces (API and UI), and the Gallery's seeding, do with a photo: decode and reduce it once at the ingress, analyse it
 once on the Vision deployment, and feed that one embedding to the Gallery deployment.
 
 Works on deployment handles (anything with `.method.remote(...)`), so it holds no model.
@@ -24,13 +24,27 @@ def gallery_label(given: str | None, given_source: str, analysis: Any) -> tuple[
 
 
 @dataclass(frozen=True)
+class GalleryEntry:
+    embedding: Any
+    thumbnail: bytes
+    embedder: str
+    label: str | None
+    label_source: str
+
+    def fields(self) -> tuple:
+        """In the order Gallery.add takes them (before `source`)."""
+        return self.embedding, self.thumbnail, self.embedder, self.label, self.label_source
+
+
+@dataclass(frozen=True)
 class PreparedPhoto:
     pixels: Any  # uint8 model input
     thumbnail: bytes  # JPEG for the gallery
 
 
 class PhotoService:
-    def __init__(self, vision: Any, gallery: Any, limits: Limits) -> None:
+    def __init__(self, vision: Any, gallery: Any | None, limits: Limits) -> None:
+        """`gallery` may be None for a caller that only makes gallery entries (the Gallery itself)."""
         self.vision = vision
         self.gallery = gallery
         self.limits = limits
@@ -72,16 +86,19 @@ class PhotoService:
             model=analysis.model,
         )
 
-    async def add(self, data: bytes, label: str | None, source: str, label_source: str = "user") -> GalleryItem:
-        """Store a photo. Without a label it gets the predicted breed (marked "predicted") when it is
-        a dog, and none otherwise."""
+    async def gallery_entry(self, data: bytes, label: str | None, label_source: str = "user") -> GalleryEntry:
+        """Everything the gallery stores of a photo. Without a label it gets the predicted breed
+        (marked "predicted") when it is a dog, and none otherwise."""
         photo = await self.prepare(data)
         async with asyncio.timeout(self.limits.request_timeout_s):
             analysis = await self.vision.analyse.remote(photo.pixels)
-            label, label_source = gallery_label(label, label_source, analysis)
-            stored = await self.gallery.add.remote(
-                analysis.embedding, photo.thumbnail, analysis.model, label, label_source, source
-            )
+        label, label_source = gallery_label(label, label_source, analysis)
+        return GalleryEntry(analysis.embedding, photo.thumbnail, analysis.model, label, label_source)
+
+    async def add(self, data: bytes, label: str | None, source: str) -> GalleryItem:
+        entry = await self.gallery_entry(data, label)
+        async with asyncio.timeout(self.limits.request_timeout_s):
+            stored = await self.gallery.add.remote(*entry.fields(), source)
         return GalleryItem(
             id=stored.id,
             label=stored.label,

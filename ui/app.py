@@ -129,15 +129,17 @@ def problem(title: str, message: str) -> str:
 @serve.deployment(name="GradioUI", num_replicas=1, ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=100)
 @serve.ingress()
 class GradioUI:
-    def __init__(self, backend_app: str, limits: Limits, concurrency_limit: int) -> None:
+    def __init__(self, backend_app: str, backends: dict[str, str], limits: Limits, concurrency_limit: int) -> None:
+        """`backends`: the deployment names of the summarizer, vision and gallery in `backend_app`."""
+
         # The model deployments live in another application of the same config, which may still be
         # starting when this replica is: take handles without waiting for them to be registered.
-        def handle(name: str):
-            return serve.get_deployment_handle(name, app_name=backend_app, _check_exists=False)
+        def handle(role: str):
+            return serve.get_deployment_handle(backends[role], app_name=backend_app, _check_exists=False)
 
-        self.callbacks = Callbacks(handle("Summarizer"), limits)
-        gallery = handle("Gallery")
-        self.photo_callbacks = PhotoCallbacks(PhotoService(handle("Vision"), gallery, limits), gallery)
+        self.callbacks = Callbacks(handle("summarizer"), limits)
+        gallery = handle("gallery")
+        self.photo_callbacks = PhotoCallbacks(PhotoService(handle("vision"), gallery, limits), gallery)
         self.concurrency_limit = concurrency_limit
         self.max_file_size = limits.max_image_bytes  # uploads over the API's cap stop at Gradio's door
 
