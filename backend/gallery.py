@@ -86,9 +86,6 @@ class Gallery:
     def thumbnails(self, photo_ids: list[int]) -> list[bytes | None]:
         return [self.store.thumbnail(photo_id) for photo_id in photo_ids]
 
-    def photo(self, photo_id: int) -> StoredPhoto | None:
-        return self.store.photo(photo_id)
-
     def status(self) -> DeploymentStatus:
         seeding = self.seeding is not None and not self.seeding.done()
         return DeploymentStatus(

@@ -114,11 +114,6 @@ class GalleryStore:
         with Session(self.engine) as session:
             return session.scalar(select(Photo.thumbnail).where(Photo.id == photo_id))
 
-    def photo(self, photo_id: int) -> StoredPhoto | None:
-        with Session(self.engine) as session:
-            row = session.get(Photo, photo_id)
-            return StoredPhoto(row.id, row.label, row.label_source, row.source, row.added_at) if row else None
-
     def count(self, embedder: str | None = None) -> int:
         query = select(func.count(Photo.id))
         if embedder:
