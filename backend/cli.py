@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from backend.local import apply_local_env, start_local_serve
+from backend.local import apply_local_env, load_serve_config, start_local_serve
 
 apply_local_env()  # before anything imports ray
 
@@ -29,9 +29,11 @@ def up(
 ) -> None:
     """Start a private Ray cluster on this machine, deploy the UI and API, and serve until Ctrl-C."""
     started = time.monotonic()
+    serve_config = load_serve_config(config)
+    _bootstrap_registry(serve_config)
     with console.status("Starting Ray and deploying the applications (first start loads the models)…") as status:
         running = start_local_serve(
-            config,
+            serve_config,
             http_port=port,
             on_status=lambda states: status.update(
                 "Deploying: " + ", ".join(f"{name} {state}" for name, state in states.items())
@@ -40,7 +42,7 @@ def up(
     console.print(f"[green]Ready[/] in {time.monotonic() - started:.0f} s.")
     console.print(f"  UI        {running.url}/ui/")
     console.print(f"  API docs  {running.url}/docs")
-    console.print(f"  Readiness {running.url}/api/v1/ready")
+    console.print(f"  Readiness {running.url}/api/v1/ready  (which model answers: /api/v1/ready)")
     console.print(f"  Tutorial  curl '{running.url}/Summarizer?txt=Paste+an+article+here.+It+has+sentences.'")
     console.print("Press Ctrl-C to stop.")
     # After ray.init, which installs a SIGTERM handler that exits mid-call: `kill PID` now stops as
@@ -59,8 +61,9 @@ def up(
 def index(
     folder: Path = typer.Argument(..., exists=True, file_okay=False, help="Photos; <folder>/<breed>/<photo> gives the breed."),
     database_url: str | None = typer.Option(None, help="Gallery database (default: the app's, under $RETRIEVER_DATA_DIR)."),
-    kind: str = typer.Option("efficientnet-lite0", help="Vision model: the one the app serves."),
-    model: str | None = typer.Option(None, help="Its weights / hub id / path, as in serve_config.yaml."),
+    kind: str = typer.Option("registry", help="Vision model kind, as the app's Vision user_config."),
+    model: str | None = typer.Option(None, help="Its reference, as the app's (default models:/dog-breeds@champion)."),
+    tracking_uri: str | None = typer.Option(None, help="MLflow store (default: $MLFLOW_TRACKING_URI or the data dir's)."),
     batch_size: int = typer.Option(16, min=1),
 ) -> None:
     """Add a folder of photos to the gallery, with Ray Data batch inference on a private Ray cluster."""
@@ -79,13 +82,159 @@ def index(
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False  # ours below counts photos
         with tqdm(total=len(labelled_images(folder)), unit="photo", desc="Indexing") as bar:
-            report = index_folder(folder, url, kind, model, batch_size, progress=bar.update)
+            report = index_folder(folder, url, kind, model, tracking_uri, batch_size, progress=bar.update)
     finally:
         ray.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
     console.print(f"[green]Added {report.added} photos[/] ({report.embedder}) to {url}.")
     for source, error in report.failed.items():
         console.print(f"[yellow]Skipped[/] {source}: {error}")
+
+
+@cli.command()
+def train(
+    folder: Path = typer.Argument(..., exists=True, file_okay=False, help="Labelled photos: <folder>/<breed>/<photo>."),
+    name: str = typer.Option("dog-breeds", help="Registered model to add a version to."),
+    alias: str | None = typer.Option(None, help="Point this alias at the new version (the app serves 'champion')."),
+    experiment: str | None = typer.Option(None, help="MLflow experiment of the run (default: the model's name)."),
+    max_epochs: int = typer.Option(60, min=1),
+    patience: int = typer.Option(8, min=1, help="Stop after this many epochs without a better validation loss."),
+    learning_rate: float = typer.Option(1e-3),
+    seed: int = typer.Option(0),
+    tracking_uri: str | None = typer.Option(None, help="MLflow store (default: $MLFLOW_TRACKING_URI or the data dir's)."),
+) -> None:
+    """Train a breed head on a labelled folder with Ray (Data, then Train), log the run to MLflow and
+    register the model; with --alias champion the running app switches to it."""
+    import shutil
+
+    import ray
+    from tqdm import tqdm
+
+    from backend.jobs.train_head import TrainingSettings, train_head
+    from backend.local import free_port, start_private_ray
+    from backend.models.index import labelled_images
+    from backend.models.registry import Registry
+
+    settings = TrainingSettings(max_epochs=max_epochs, patience=patience, learning_rate=learning_rate, seed=seed)
+    registry = Registry(tracking_uri)
+    # Ray Train watches its controller through the State API, which the dashboard serves.
+    temp_dir = start_private_ray(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=free_port())
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        photos = sum(1 for _, label in labelled_images(folder) if label)
+        with tqdm(total=photos, unit="photo", desc="Features") as bar:
+            report = train_head(
+                folder, registry, settings, model_name=name, experiment=experiment, alias=alias,
+                progress=bar.update, on_stage=lambda stage: tqdm.write(stage + "…"),
+            )
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    metrics = report.metrics
+    console.print(
+        f"[green]Registered {name} version {report.version}[/] ({len(report.labels)} breeds: {', '.join(report.labels)})\n"
+        f"  best epoch {report.best_epoch} of {report.epochs} ({report.seconds_per_epoch * 1000:.0f} ms per epoch): "
+        f"validation loss {metrics['best_val_loss']:.3f}, accuracy {metrics['best_val_accuracy']:.2f}, "
+        f"macro F1 {metrics['best_val_macro_f1']:.2f}\n"
+        f"  run {report.run_id} in {registry.tracking_uri}"
+    )
+    for source, error in report.skipped.items():
+        console.print(f"[yellow]Skipped[/] {source}: {error}")
+    if alias:
+        console.print(f"models:/{name}@{alias} -> version {report.version}: a running app serving it switches within its follow_alias_s.")
+    else:
+        console.print(f"To serve it: retriever promote {name} {report.version}")
+
+
+@cli.command()
+def promote(
+    name: str = typer.Argument("dog-breeds", help="Registered model."),
+    version: int = typer.Argument(..., help="Version to serve."),
+    alias: str = typer.Option("champion", help="The alias the app serves."),
+    tracking_uri: str | None = typer.Option(None, help="MLflow store (default: $MLFLOW_TRACKING_URI or the data dir's)."),
+) -> None:
+    """Point an alias at a version: the running app (serving models:/NAME@ALIAS) switches to it live."""
+    from backend.models.registry import Registry, RegistryError
+
+    registry = Registry(tracking_uri)
+    try:
+        registry.resolve(f"models:/{name}/{version}")
+    except RegistryError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    registry.set_alias(name, alias, version)
+    console.print(f"models:/{name}@{alias} -> version {version}")
+
+
+@cli.command()
+def models(
+    name: str = typer.Argument("dog-breeds", help="Registered model."),
+    tracking_uri: str | None = typer.Option(None, help="MLflow store (default: $MLFLOW_TRACKING_URI or the data dir's)."),
+) -> None:
+    """List a registered model's versions, their aliases and validation metrics."""
+    from rich.table import Table
+
+    from backend.models.registry import Registry
+
+    registry = Registry(tracking_uri)
+    table = Table("version", "aliases", "breeds", "val macro F1", "val loss", "run", "description")
+    for version in sorted(registry.client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)):
+        metrics = registry.client.get_run(version.run_id).data.metrics if version.run_id else {}
+        f1, loss = metrics.get("best_val_macro_f1"), metrics.get("best_val_loss")
+        table.add_row(
+            version.version,
+            ", ".join(version.aliases),
+            str(len(registry.card(f"models:/{name}/{version.version}").labels)),
+            f"{f1:.2f}" if f1 is not None else "",
+            f"{loss:.3f}" if loss is not None else "",
+            (version.run_id or "")[:8],
+            version.description or "",
+        )
+    console.print(table)
+
+
+@cli.command("mlflow-ui")
+def mlflow_ui(
+    port: int = typer.Option(5000),
+    tracking_uri: str | None = typer.Option(None, help="MLflow store (default: $MLFLOW_TRACKING_URI or the data dir's)."),
+) -> None:
+    """The MLflow UI over the app's registry (runs, metrics, model versions), on 127.0.0.1."""
+    import os
+    import sys
+
+    from backend.models.registry import Registry
+
+    registry = Registry(tracking_uri)
+    command = [
+        str(Path(sys.executable).parent / "mlflow"), "ui",
+        "--backend-store-uri", registry.tracking_uri,
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]
+    if root := registry.artifact_root():
+        command += ["--default-artifact-root", root.as_uri()]
+    console.print(f"MLflow UI on http://127.0.0.1:{port} over {registry.tracking_uri}")
+    os.execv(command[0], command)
+
+
+def _bootstrap_registry(serve_config: dict) -> None:
+    """Register the packaged breed model if the config serves the registry's default and it is not there:
+    the idempotent first-run step, done here so the Vision replicas only load."""
+    from backend.models.registry import CHAMPION, DEFAULT_MODEL, MODEL_NAME, Registry
+    from backend.vision import VisionSettings
+
+    for app in serve_config.get("applications", []):
+        for deployment in app.get("deployments", []):
+            if deployment.get("name") != "Vision":
+                continue
+            settings = VisionSettings.model_validate(deployment.get("user_config") or {})
+            if settings.kind != "registry" or (settings.model or DEFAULT_MODEL) != DEFAULT_MODEL:
+                continue
+            registry = Registry(settings.tracking_uri)
+            with console.status("Checking the model registry (first run: registering the packaged model)…"):
+                version, created = registry.ensure_packaged()
+            served = registry.resolve(DEFAULT_MODEL)
+            note = f"registered the packaged model as version {version}; " if created else ""
+            console.print(f"Model registry {registry.tracking_uri}: {note}{MODEL_NAME}@{CHAMPION} is {served.name}.")
 
 
 def _interrupt(*_: object) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from backend.data import default_gallery_url
 from backend.models.index import GalleryStore, Match, StoredPhoto, VectorIndex, labelled_images
 from shared.config import Limits
 from shared.images import Embedder
@@ -23,10 +23,6 @@ from shared.schemas import DeploymentStatus
 logger = logging.getLogger("ray.serve")
 
 SEED_DIR = Path(__file__).resolve().parent / "gallery_seed"
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get("RETRIEVER_DATA_DIR") or Path.home() / ".local" / "share" / "retriever")
 
 
 class GallerySettings(BaseModel):
@@ -41,11 +37,7 @@ class GallerySettings(BaseModel):
     refresh_interval_s: float = Field(1.0, ge=0, description="How stale a replica's index may be: adds through other replicas show within it.")
 
     def url(self) -> str:
-        if self.database_url:
-            return self.database_url
-        data_dir = default_data_dir()
-        data_dir.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{data_dir / 'gallery.db'}"
+        return self.database_url or default_gallery_url()
 
 
 @serve.deployment(name="Gallery", ray_actor_options={"num_cpus": 0.2}, max_ongoing_requests=32)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,6 +30,8 @@ LOCAL_ENV = {
     "TRANSFORMERS_OFFLINE": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
 
@@ -54,6 +57,16 @@ class LocalServe:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def deploy(self, config: dict[str, Any], timeout_s: float = 300) -> None:
+        """Apply a changed config to the running cluster, as `serve deploy` does: what changed in a
+        deployment's user_config reaches its replicas' `reconfigure` without restarting them."""
+        from ray.serve.context import _get_global_client
+        from ray.serve.schema import ServeDeploySchema
+
+        schema = ServeDeploySchema.model_validate({**config, "http_options": {**config.get("http_options", {}), "port": self.port}})
+        _get_global_client().deploy_apps(schema, _blocking=False)
+        wait_until_running([app.name for app in schema.applications], timeout_s)
+
     def stop(self) -> None:
         import ray
         from ray import serve
@@ -65,6 +78,13 @@ class LocalServe:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def start_private_ray(num_cpus: int | None = None, **init_options: Any) -> Path:
     """ray.init a new single-machine cluster of our own (never one already running) on 127.0.0.1, in
     its own temp dir; returns the dir, to remove after ray.shutdown()."""
@@ -73,14 +93,8 @@ def start_private_ray(num_cpus: int | None = None, **init_options: Any) -> Path:
 
     # Short path: Ray's socket paths must stay under the OS limit.
     temp_dir = Path(tempfile.mkdtemp(prefix="retriever-ray-", dir="/tmp"))
-    ray.init(
-        address="local",
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        _temp_dir=str(temp_dir),
-        logging_level="WARNING",
-        **init_options,
-    )
+    options = {"include_dashboard": False, "logging_level": "WARNING", **init_options}
+    ray.init(address="local", num_cpus=num_cpus, _temp_dir=str(temp_dir), **options)
     return temp_dir
 
 

@@ -1,8 +1,20 @@
-"""Vision deployment: one vision model per replica, requests batched into one forward pass."""
+"""Vision deployment: one vision model per replica, requests batched into one forward pass.
+
+The model comes from the MLflow registry (backend/models/registry.py) by reference. A new model goes
+live without a failed request in two ways:
+- `user_config` changes (`serve deploy` with another `model`): Serve calls `reconfigure`;
+- the alias moves (`retriever train --alias champion`, `retriever promote`): the replica notices
+  within `follow_alias_s`.
+Either way the new model is loaded beside the old one, which answers until the swap (one assignment).
+A swap to a model with other embeddings (another backbone) is refused while running: the gallery
+holds embeddings of the running one. The old model keeps answering and the readiness route says why.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 from typing import Any, Literal
 
 import numpy as np
@@ -13,33 +25,96 @@ from backend.models.vision import ImageAnalysis, VisionModel, load_vision_model
 from shared.images import Embedder
 from shared.schemas import DeploymentStatus
 
+logger = logging.getLogger("ray.serve")
+
 
 class VisionSettings(BaseModel):
     """The deployment's `user_config`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["efficientnet-lite0", "clip"] = "efficientnet-lite0"
-    model: str | None = Field(None, description="Weights file (efficientnet) or hub id / path (clip).")
+    kind: Literal["registry", "efficientnet-lite0", "clip"] = "registry"
+    model: str | None = Field(
+        None,
+        description="registry: models:/NAME@ALIAS (default models:/dog-breeds@champion), models:/NAME/VERSION, "
+        "runs:/RUN_ID/model or best-run:EXPERIMENT; clip: hub id or path; efficientnet-lite0: unused.",
+    )
+    tracking_uri: str | None = Field(None, description="MLflow store; None: $MLFLOW_TRACKING_URI or SQLite in the data dir.")
+    follow_alias_s: float = Field(10.0, ge=0, description="How often to check where the alias points; 0: never.")
     dog_threshold: float = Field(0.5, ge=0, le=1, description="Dog score from which a photo is a dog.")
     torch_threads: int = Field(1, ge=1)
+
+    def source(self) -> tuple:
+        """What decides which model to load (the rest applies without a reload)."""
+        return self.kind, self.model, self.tracking_uri
 
 
 @serve.deployment(name="Vision", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=16, user_config={})
 class Vision:
-    def __init__(self) -> None:
+    async def __init__(self) -> None:
         self.settings: VisionSettings | None = None
         self.model: VisionModel | None = None
+        self.loaded_from: str | None = None  # the pinned reference (models:/dog-breeds/3) of self.model
+        self.refused: str | None = None  # why the last swap did not happen
+        # Loads (from reconfigure and from the alias check) one at a time.
+        self.swap_lock = threading.Lock()
+        self.follower = asyncio.get_running_loop().create_task(self._follow_alias())
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         import torch
 
         settings = VisionSettings.model_validate(user_config or {})
         torch.set_num_threads(settings.torch_threads)
-        if self.settings is None or (self.settings.kind, self.settings.model) != (settings.kind, settings.model):
-            self.model = load_vision_model(settings.kind, settings.model)
-        self.model.dog_threshold = settings.dog_threshold  # a per-call setting: no reload
-        self.settings = settings
+        with self.swap_lock:
+            if self.settings is None or self.settings.source() != settings.source():
+                self._load(settings)
+            self.model.dog_threshold = settings.dog_threshold  # a per-call setting: no reload
+            self.settings = settings
+
+    def _follow(self, settings: VisionSettings) -> None:
+        with self.swap_lock:
+            if settings is self.settings:  # not if reconfigured meanwhile: the new settings decide
+                self._load(settings, bootstrap=False)
+
+    def _load(self, settings: VisionSettings, bootstrap: bool = True) -> None:
+        """Load the model the settings name unless it is the one serving; swap it in. Under swap_lock."""
+        if settings.kind == "registry":
+            from backend.models.registry import DEFAULT_MODEL, Registry
+
+            registry = Registry(settings.tracking_uri)
+            reference = settings.model or DEFAULT_MODEL
+            if bootstrap and reference == DEFAULT_MODEL:
+                # `retriever up` has done this already; `serve run` on a fresh machine has not.
+                registry.ensure_packaged()
+            resolved = registry.resolve(reference)
+            if resolved.uri == self.loaded_from:
+                return
+            model, loaded_from = registry.load(resolved, settings.dog_threshold), resolved.uri
+        else:
+            model = load_vision_model(settings.kind, settings.model, settings.dog_threshold)
+            loaded_from = f"{settings.kind}:{settings.model}"
+        if self.model is not None and model.embedder != self.model.embedder:
+            self.refused = (
+                f"did not switch to {model.model_name}: its embeddings ({model.embedder}) are not the "
+                f"gallery's ({self.model.embedder}); redeploy the application to change embedders"
+            )
+            logger.error(self.refused)
+            return
+        previous = self.model.model_name if self.model else None
+        self.model, self.loaded_from, self.refused = model, loaded_from, None
+        logger.info("Vision now serves %s (was %s)", model.model_name, previous)
+
+    async def _follow_alias(self) -> None:
+        """Swap in what the alias points at when it moves (a no-op unless it did)."""
+        while True:
+            settings = self.settings
+            await asyncio.sleep(settings.follow_alias_s if settings and settings.follow_alias_s else 5.0)
+            if settings is None or settings.kind != "registry" or not settings.follow_alias_s or settings is not self.settings:
+                continue
+            try:
+                await asyncio.to_thread(self._follow, settings)
+            except Exception:  # the registry may be briefly unreachable: keep serving, try again later
+                logger.exception("checking the model registry failed")
 
     async def analyse(self, pixels: np.ndarray) -> ImageAnalysis:
         """One image's model input (uint8, from shared.images.to_model_input) -> its analysis."""
@@ -50,12 +125,17 @@ class Vision:
     # here is per-call overhead (one thread hand-off per batch); with more cores or a GPU it saves more.
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def _analyse_batch(self, batch: list[np.ndarray]) -> list[ImageAnalysis]:
-        # Off the event loop: the replica keeps answering health checks and queueing requests.
+        # Off the event loop: the replica keeps answering health checks and queueing requests. The
+        # batch runs on the model of the moment it starts; a swap meanwhile affects the next batch.
         return await asyncio.to_thread(self.model.analyse, batch)
 
     def status(self) -> DeploymentStatus:
         ready = self.model is not None
-        return DeploymentStatus(ready=ready, model=self.model.model_name if ready else None)
+        return DeploymentStatus(
+            ready=ready,
+            model=self.model.model_name if ready else None,
+            detail=self.refused or (f"from {self.loaded_from}" if ready else None),
+        )
 
     def embedder(self) -> Embedder:
-        return Embedder(self.model.model_name, self.model.embedding_dim, self.model.input_spec)
+        return Embedder(self.model.embedder, self.model.embedding_dim, self.model.input_spec)

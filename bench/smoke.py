@@ -83,12 +83,12 @@ def in_process_photo_ms(count: int) -> dict[str, dict[str, float]]:
     deployment's torch threads (serve_config.yaml: 2)."""
     import torch
 
-    from backend.models.vision import EfficientNetLiteVision
+    from backend.models.vision import BreedClassifier
     from shared.config import Limits
     from shared.images import decode_image, to_model_input
 
     torch.set_num_threads(2)
-    model = EfficientNetLiteVision.load()
+    model = BreedClassifier.packaged()
     data = PHOTO.read_bytes()
     pixels = to_model_input(decode_image(data, Limits()), model.input_spec)
     return {

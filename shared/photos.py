@@ -93,7 +93,7 @@ class PhotoService:
         async with asyncio.timeout(self.limits.request_timeout_s):
             analysis = await self.vision.analyse.remote(photo.pixels)
         label, label_source = gallery_label(label, label_source, analysis)
-        return GalleryEntry(analysis.embedding, photo.thumbnail, analysis.model, label, label_source)
+        return GalleryEntry(analysis.embedding, photo.thumbnail, analysis.embedder, label, label_source)
 
     async def add(self, data: bytes, label: str | None, source: str) -> GalleryItem:
         entry = await self.gallery_entry(data, label)

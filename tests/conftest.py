@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from backend.local import apply_local_env
+from backend.local import LocalServe, apply_local_env, free_port
 
 apply_local_env()  # before ray, gradio or transformers are imported anywhere
 
@@ -30,10 +30,17 @@ PHOTOS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+@pytest.fixture(scope="session", autouse=True)
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every default store (gallery, model registry) of this run lives in a temp dir, never the user's."""
+    path = tmp_path_factory.mktemp("data")
+    previous = os.environ.get("RETRIEVER_DATA_DIR")
+    os.environ["RETRIEVER_DATA_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("RETRIEVER_DATA_DIR", None)
+    else:
+        os.environ["RETRIEVER_DATA_DIR"] = previous
 
 
 @pytest.fixture(scope="session")
@@ -49,11 +56,12 @@ def gallery_database(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
-def serve_app(image_server: ImageServer, gallery_database: str) -> Iterator[str]:
-    """The project's own serve_config.yaml deployed on a private Ray cluster; yields its base URL.
+def serve_deployment(image_server: ImageServer, gallery_database: str) -> Iterator[tuple[LocalServe, dict]]:
+    """The project's own serve_config.yaml deployed on a private Ray cluster; yields it and the config.
 
-    Changed only where a test run must differ: the gallery lives in a temp dir, the local image server
-    is on the URL allowlist, and every Ray worker refuses non-loopback connections like this process."""
+    Changed only where a test run must differ: the stores live in a temp dir, the local image server is
+    on the URL allowlist, Vision checks its registry alias every second, and every Ray worker refuses
+    non-loopback connections like this process."""
     from backend.local import load_serve_config, start_local_serve
 
     config = load_serve_config(ROOT / "serve_config.yaml")
@@ -64,11 +72,19 @@ def serve_app(image_server: ImageServer, gallery_database: str) -> Iterator[str]
         env["worker_process_setup_hook"] = "tests.netguard.install"
         if app["name"] == "api":
             app["args"]["gallery"] = {**app["args"]["gallery"], "database_url": gallery_database}
+            vision = next(d for d in app["deployments"] if d["name"] == "Vision")
+            vision["user_config"] = {**vision["user_config"], "follow_alias_s": 1.0}
     running = start_local_serve(config, http_port=free_port())
     try:
-        yield running.url
+        yield running, config
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="session")
+def serve_app(serve_deployment: tuple[LocalServe, dict]) -> str:
+    """The base URL of the session's Serve app."""
+    return serve_deployment[0].url
 
 
 @pytest.fixture(scope="session")

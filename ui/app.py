@@ -93,15 +93,16 @@ class PhotoCallbacks:
             for m, data in zip(result.top_matches, thumbnails)
             if data
         ]
+        answered_by = f"\n\nAnswered by `{result.model}`."  # which registered version, across live swaps
         if not result.is_dog:
             verdict = (
                 f"**Not a dog**: this looks like a {result.best_guess} "
                 f"(dog score {result.dog_score:.2f}). The closest photos in the gallery are below."
             )
-            return verdict, gr.update(value=None, visible=False), similar
+            return verdict + answered_by, gr.update(value=None, visible=False), similar
         breed, p = next(iter(result.probabilities.items()))
         verdict = f"**A dog** (dog score {result.dog_score:.2f}), most likely a **{breed}** ({p:.0%})."
-        return verdict, gr.update(value=dict(list(result.probabilities.items())[:5]), visible=True), similar
+        return verdict + answered_by, gr.update(value=dict(list(result.probabilities.items())[:5]), visible=True), similar
 
     async def add(self, photo: str | None, url: str, label: str) -> str:
         try:

@@ -27,8 +27,8 @@ COLUMNS = ("path", "label", "label_source", "embedder", "embedding", "thumbnail"
 class EmbedPhotos:
     """A Ray Data map_batches callable: file paths in; embeddings, labels and thumbnails out."""
 
-    def __init__(self, kind: str, model: str | None) -> None:
-        self.model = load_vision_model(kind, model)
+    def __init__(self, kind: str, model: str | None, tracking_uri: str | None) -> None:
+        self.model = load_vision_model(kind, model, tracking_uri=tracking_uri)
         self.limits = Limits()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
@@ -45,7 +45,7 @@ class EmbedPhotos:
         for (path, label, thumbnail), analysis in zip(kept, self.model.analyse(pixels) if pixels else []):
             label, label_source = gallery_label(label, "folder", analysis)
             rows.append({
-                "path": path, "label": label, "label_source": label_source, "embedder": analysis.model,
+                "path": path, "label": label, "label_source": label_source, "embedder": analysis.embedder,
                 "embedding": analysis.embedding.tolist(), "thumbnail": thumbnail, "error": "",
             })
         return {key: [row[key] for row in rows] for key in COLUMNS}
@@ -61,8 +61,9 @@ class IndexReport:
 def index_folder(
     folder: Path,
     database_url: str,
-    kind: str = "efficientnet-lite0",
+    kind: str = "registry",
     model: str | None = None,
+    tracking_uri: str | None = None,
     batch_size: int = 16,
     progress: Any = None,
 ) -> IndexReport:
@@ -77,7 +78,7 @@ def index_folder(
     dataset = ray.data.from_items([{"path": str(path), "label": label or ""} for path, label in files])
     embedded = dataset.map_batches(
         EmbedPhotos,
-        fn_constructor_args=(kind, model),
+        fn_constructor_args=(kind, model, tracking_uri),
         batch_size=batch_size,
         concurrency=1,
         num_cpus=1,

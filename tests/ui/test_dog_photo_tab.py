@@ -28,6 +28,7 @@ def test_upload_dog_photo_and_see_breeds_and_similar_photos(tab: Page, screensho
     tab.locator("#find").click()
     expect(tab.locator("#photo-verdict")).to_contain_text("A dog", timeout=TIMEOUT_MS)
     expect(tab.locator("#photo-verdict")).to_contain_text("malamute")
+    expect(tab.locator("#photo-verdict")).to_contain_text("Answered by dog-breeds/1")  # the registry's version
     expect(tab.locator("#breeds")).to_contain_text("malamute")
     thumbnails = tab.locator("#similar img")
     expect(thumbnails.first).to_be_visible(timeout=TIMEOUT_MS)

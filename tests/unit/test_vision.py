@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from backend.models.vision import ClipVision, EfficientNetLiteVision, dog_breeds, imagenet_classes
+from backend.models.vision import BreedClassifier, ClipVision, dog_breeds, imagenet_classes
 from shared.config import Limits
 from shared.images import decode_image, to_model_input
 from tests.conftest import PHOTOS
 
 
 @pytest.fixture(scope="module")
-def model() -> EfficientNetLiteVision:
+def model() -> BreedClassifier:
     torch.set_num_threads(2)
-    return EfficientNetLiteVision.load()
+    return BreedClassifier.packaged()
 
 
 def pixels(model, name: str) -> np.ndarray:
@@ -43,20 +43,30 @@ def test_cat_giraffe_and_eagle_are_not_dogs(model, name, guess):
     assert analysis.best_guess == guess  # what the model thinks it is instead (ImageNet's names)
 
 
-def test_one_pass_gives_the_networks_own_logits_and_a_unit_embedding(model):
+def test_one_pass_gives_the_packages_own_logits_and_a_unit_embedding(model):
     batch = model.preprocess([pixels(model, "dog")])
-    embeddings, logits = model.forward(batch)
+    features, imagenet_logits, breed_logits = model.forward(batch)
+    backbone = model.network.backbone
     with torch.inference_mode():
-        reference = model.network(batch)  # the package's own forward
-    torch.testing.assert_close(logits, reference, rtol=1e-4, atol=1e-4)
-    (analysis,) = model.postprocess(embeddings, logits)
+        reference = backbone((batch.permute(0, 3, 1, 2).float() - 127.0) / 128.0)  # the package's own forward
+    torch.testing.assert_close(imagenet_logits, reference, rtol=1e-4, atol=1e-4)
+    # The packaged breed head is ImageNet's dog rows: p(breed | dog) is ImageNet's, renormalised.
+    torch.testing.assert_close(breed_logits, reference[:, 151:269], rtol=1e-4, atol=1e-4)
+    (analysis,) = model.postprocess(features, imagenet_logits, breed_logits)
     assert analysis.embedding.shape == (1280,)
     assert float(np.linalg.norm(analysis.embedding)) == pytest.approx(1.0, abs=1e-5)
+    assert analysis.labels == dog_breeds() and analysis.embedder == "efficientnet-lite0"
 
 
-def test_preprocessing_matches_training_normalisation(model):
+def test_normalisation_is_inside_the_network_as_in_training(model):
     grey = np.full((224, 224, 3), 127, dtype=np.uint8)
-    assert torch.count_nonzero(model.preprocess([grey])) == 0  # (x - 127) / 128
+    with torch.inference_mode():
+        normalised = model.network.backbone._conv_stem  # the first layer sees (x - 127) / 128
+        seen = []
+        hook = normalised.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+        model.forward(model.preprocess([grey]))
+        hook.remove()
+    assert torch.count_nonzero(seen[0]) == 0
     assert model.input_spec.resize_short == 256 and model.input_spec.crop == 224
 
 

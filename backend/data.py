@@ -1,0 +1,28 @@
+"""Where the embedded (one machine) deployment keeps its data: one directory, by default
+~/.local/share/retriever, or $RETRIEVER_DATA_DIR. Each store can be pointed elsewhere by config."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("RETRIEVER_DATA_DIR") or Path.home() / ".local" / "share" / "retriever")
+
+
+def _in_data_dir(name: str) -> Path:
+    data_dir = default_data_dir()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return data_dir / name
+
+
+def default_gallery_url() -> str:
+    """SQLAlchemy URL of the gallery: SQLite in the data dir."""
+    return f"sqlite:///{_in_data_dir('gallery.db')}"
+
+
+def default_tracking_uri() -> str:
+    """MLflow tracking + registry store: $MLFLOW_TRACKING_URI (a tracking server, say), else SQLite in the
+    data dir, with run artifacts and models beside it in mlartifacts/."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{_in_data_dir('mlflow.db')}"
