@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from backend.local import apply_local_env, load_serve_config, start_local_serve
 apply_local_env()  # before anything imports ray
 
 cli = typer.Typer(help="Retriever: ML models behind a Gradio UI and an HTTP API, served by Ray Serve.", no_args_is_help=True)
-console = Console()
+console = Console(soft_wrap=True)  # long lines stay whole in logs and pipes
 
 
 @cli.callback()
@@ -42,7 +43,7 @@ def up(
     console.print(f"[green]Ready[/] in {time.monotonic() - started:.0f} s.")
     console.print(f"  UI        {running.url}/ui/")
     console.print(f"  API docs  {running.url}/docs")
-    console.print(f"  Readiness {running.url}/api/v1/ready  (which model answers: /api/v1/ready)")
+    console.print(f"  Readiness {running.url}/api/v1/ready")
     console.print(f"  Tutorial  curl '{running.url}/Summarizer?txt=Paste+an+article+here.+It+has+sentences.'")
     console.print("Press Ctrl-C to stop.")
     # After ray.init, which installs a SIGTERM handler that exits mid-call: `kill PID` now stops as
@@ -111,22 +112,35 @@ def train(
     from tqdm import tqdm
 
     from backend.jobs.train_head import TrainingSettings, train_head
-    from backend.local import free_port, start_private_ray
+    from backend.local import start_private_ray
     from backend.models.index import labelled_images
     from backend.models.registry import Registry
 
     settings = TrainingSettings(max_epochs=max_epochs, patience=patience, learning_rate=learning_rate, seed=seed)
     registry = Registry(tracking_uri)
-    # Ray Train watches its controller through the State API, which the dashboard serves.
-    temp_dir = start_private_ray(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=free_port())
+    # Ray's own progress output stays off (log_to_driver=False): the bar and the epoch lines below say it.
+    temp_dir = start_private_ray(state_api=True, log_to_driver=False)
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
+        for logger_name in ("ray.data", "ray.train"):  # after ray.data's import, which sets its own levels
+            logging.getLogger(logger_name).setLevel(logging.WARNING)
         photos = sum(1 for _, label in labelled_images(folder) if label)
-        with tqdm(total=photos, unit="photo", desc="Features") as bar:
-            report = train_head(
-                folder, registry, settings, model_name=name, experiment=experiment, alias=alias,
-                progress=bar.update, on_stage=lambda stage: tqdm.write(stage + "…"),
+        bar = tqdm(total=photos, unit="photo", desc="Backbone features (Ray Data)")
+
+        def stage(text: str) -> None:
+            bar.close()
+            console.print(text + "…")
+
+        def epoch(m: dict[str, float]) -> None:
+            console.print(
+                f"  epoch {m['epoch']:3d}  train loss {m['train_loss']:.3f}  val loss {m['val_loss']:.3f}  "
+                f"val accuracy {m['val_accuracy']:.2f}  val macro F1 {m['val_macro_f1']:.2f}"
             )
+
+        report = train_head(
+            folder, registry, settings, model_name=name, experiment=experiment, alias=alias,
+            progress=bar.update, on_stage=stage, on_epoch=epoch,
+        )
     finally:
         ray.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -171,24 +185,27 @@ def models(
     name: str = typer.Argument("dog-breeds", help="Registered model."),
     tracking_uri: str | None = typer.Option(None, help="MLflow store (default: $MLFLOW_TRACKING_URI or the data dir's)."),
 ) -> None:
-    """List a registered model's versions, their aliases and validation metrics."""
+    """List a registered model's versions, their aliases and best validation metrics."""
     from rich.table import Table
 
     from backend.models.registry import Registry
 
     registry = Registry(tracking_uri)
-    table = Table("version", "aliases", "breeds", "val macro F1", "val loss", "run", "description")
+    # Search results leave aliases out: they are read from the registered model.
+    aliases: dict[str, list[str]] = {}
+    for alias, version in registry.client.get_registered_model(name).aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
+    table = Table("version", "aliases", "breeds", "val macro F1", "val loss", "run", title=f"{name} in {registry.tracking_uri}")
     for version in sorted(registry.client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)):
         metrics = registry.client.get_run(version.run_id).data.metrics if version.run_id else {}
         f1, loss = metrics.get("best_val_macro_f1"), metrics.get("best_val_loss")
         table.add_row(
-            version.version,
-            ", ".join(version.aliases),
+            str(version.version),
+            ", ".join(aliases.get(str(version.version), [])),
             str(len(registry.card(f"models:/{name}/{version.version}").labels)),
             f"{f1:.2f}" if f1 is not None else "",
             f"{loss:.3f}" if loss is not None else "",
             (version.run_id or "")[:8],
-            version.description or "",
         )
     console.print(table)
 

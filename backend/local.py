@@ -85,15 +85,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_private_ray(num_cpus: int | None = None, **init_options: Any) -> Path:
+def start_private_ray(num_cpus: int | None = None, *, state_api: bool = False, **init_options: Any) -> Path:
     """ray.init a new single-machine cluster of our own (never one already running) on 127.0.0.1, in
-    its own temp dir; returns the dir, to remove after ray.shutdown()."""
+    its own temp dir; returns the dir, to remove after ray.shutdown().
+
+    `state_api`: also start the dashboard, which serves Ray's State API (Ray Train watches its controller
+    through it), and tell every process of this cluster where it is: left to find it alone, a process
+    fails when another Ray cluster runs on the machine (a `retriever up` beside a `retriever train`)."""
     apply_local_env()
     import ray
 
     # Short path: Ray's socket paths must stay under the OS limit.
     temp_dir = Path(tempfile.mkdtemp(prefix="retriever-ray-", dir="/tmp"))
     options = {"include_dashboard": False, "logging_level": "WARNING", **init_options}
+    if state_api:
+        port = free_port()
+        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"  # inherited by the cluster's processes
+        options.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port)
     ray.init(address="local", num_cpus=num_cpus, _temp_dir=str(temp_dir), **options)
     return temp_dir
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import Any, Literal
 
 import numpy as np
@@ -78,6 +79,7 @@ class Vision:
 
     def _load(self, settings: VisionSettings, bootstrap: bool = True) -> None:
         """Load the model the settings name unless it is the one serving; swap it in. Under swap_lock."""
+        started = time.perf_counter()
         if settings.kind == "registry":
             from backend.models.registry import DEFAULT_MODEL, Registry
 
@@ -102,7 +104,7 @@ class Vision:
             return
         previous = self.model.model_name if self.model else None
         self.model, self.loaded_from, self.refused = model, loaded_from, None
-        logger.info("Vision now serves %s (was %s)", model.model_name, previous)
+        logger.info("Vision now serves %s (was %s), loaded in %.1f s", model.model_name, previous, time.perf_counter() - started)
 
     async def _follow_alias(self) -> None:
         """Swap in what the alias points at when it moves (a no-op unless it did)."""

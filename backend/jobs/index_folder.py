@@ -80,7 +80,7 @@ def index_folder(
         EmbedPhotos,
         fn_constructor_args=(kind, model, tracking_uri),
         batch_size=batch_size,
-        concurrency=1,
+        compute=ray.data.ActorPoolStrategy(size=1),
         num_cpus=1,
     )
     for row in embedded.iter_rows():

@@ -15,8 +15,8 @@
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -138,7 +138,7 @@ def train_loop(config: dict[str, Any]) -> None:
             loss = torch.nn.functional.cross_entropy(head(train_x[batch]), train_y[batch])
             loss.backward()
             optimizer.step()
-            train_loss += float(loss) * len(batch)
+            train_loss += loss.item() * len(batch)
         head.eval()
         with torch.no_grad():
             val = epoch_metrics(head(val_x), val_y)
@@ -161,12 +161,6 @@ def train_loop(config: dict[str, Any]) -> None:
             best_state = {k: v.detach().clone() for k, v in _unwrapped(head).state_dict().items()}
         else:
             stale += 1
-        # Straight to stdout (forwarded to the driver): Ray Train's patched print() would show it twice.
-        sys.stdout.write(
-            f"epoch {epoch:3d}  train loss {metrics['train_loss']:.3f}  val loss {val['loss']:.3f}  "
-            f"val accuracy {val['accuracy']:.2f}  val macro F1 {val['macro_f1']:.2f}{'  *' if improved else ''}\n"
-        )
-        sys.stdout.flush()
         if stale >= settings.patience:
             break
     # One report, with the best epoch's head: each report is a round trip through the Train controller
@@ -174,6 +168,38 @@ def train_loop(config: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as directory:
         torch.save(best_state, Path(directory) / "head.pt")
         ray.train.report(best_epoch, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+class EpochWatcher:
+    """Follows a run's epochs from the driver, as the MLflow UI would: the worker logs them there."""
+
+    KEYS = ("train_loss", "val_loss", "val_accuracy", "val_macro_f1")
+
+    def __init__(self, registry: Registry, run_id: str, on_epoch: Callable[[dict[str, float]], None]) -> None:
+        self.registry, self.run_id, self.on_epoch = registry, run_id, on_epoch
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.shown = 0
+
+    def _poll(self) -> None:
+        history = {key: self.registry.client.get_metric_history(self.run_id, key) for key in self.KEYS}
+        epochs = min(len(metrics) for metrics in history.values())
+        for epoch in range(self.shown, epochs):
+            self.on_epoch({"epoch": epoch + 1, **{key: history[key][epoch].value for key in self.KEYS}})
+        self.shown = epochs
+
+    def _watch(self) -> None:
+        while not self.stopped.wait(0.5):
+            self._poll()
+
+    def __enter__(self) -> "EpochWatcher":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopped.set()
+        self.thread.join()
+        self._poll()  # the last epochs
 
 
 def _tensors(shard: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,9 +226,12 @@ def train_head(
     storage: Path | None = None,
     progress: Callable[[int], None] | None = None,
     on_stage: Callable[[str], None] = lambda stage: None,
+    on_epoch: Callable[[dict[str, float]], None] = lambda metrics: None,
 ) -> TrainingReport:
     """Train a head on `folder`, log the run, register a version of `model_name`, move `alias` to it.
-    Needs Ray started; `storage` keeps Ray Train's checkpoints (a temp dir when None)."""
+    Needs Ray started; `storage` keeps Ray Train's checkpoints (a temp dir when None).
+    Callbacks, for progress: `progress(photos)` as features come back, `on_stage(text)` after them,
+    `on_epoch(metrics)` per epoch (read from the MLflow run the worker logs to)."""
     import mlflow
     import ray
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
@@ -213,9 +242,8 @@ def train_head(
     if not files:
         raise ValueError(f"no labelled photos under {folder}: expected {folder}/<breed>/<photo>")
 
-    on_stage("Computing backbone features (Ray Data)")
     dataset = ray.data.from_items([{"path": str(path), "label": label} for path, label in files])
-    features = dataset.map_batches(BackboneFeatures, batch_size=16, concurrency=1, num_cpus=1)
+    features = dataset.map_batches(BackboneFeatures, batch_size=16, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1)
     rows = []
     for row in features.iter_rows():
         if row["error"]:
@@ -263,7 +291,8 @@ def train_head(
                 ),
                 datasets={"train": split(train_idx), "val": split(val_idx)},
             )
-            result = trainer.fit()
+            with EpochWatcher(registry, run.info.run_id, on_epoch):
+                result = trainer.fit()
             best = result.metrics  # the best epoch's, reported with its head
             with result.checkpoint.as_directory() as directory:
                 state = torch.load(Path(directory) / "head.pt", weights_only=True)

@@ -60,7 +60,7 @@ def test_a_new_version_keeps_its_labels_and_the_alias_stays_until_moved(registry
     (analysis,) = loaded.analyse([pixels])
     assert analysis.labels == ("a", "b", "c") and analysis.breed_probabilities.shape == (3,)
     with torch.inference_mode():
-        expected = network(torch.from_numpy(pixels[None]))[2]
+        expected = network(torch.from_numpy(np.stack([pixels])))[2]
     np.testing.assert_allclose(analysis.breed_probabilities, torch.softmax(expected, 1)[0].numpy(), atol=1e-5)
     registry.set_alias(MODEL_NAME, CHAMPION, 1)
 
