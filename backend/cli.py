@@ -141,6 +141,10 @@ def train(
             folder, registry, settings, model_name=name, experiment=experiment, alias=alias,
             progress=bar.update, on_stage=stage, on_epoch=epoch,
         )
+    except ValueError as exc:  # the folder cannot make a model: say why, no traceback
+        bar.close()
+        console.print(f"[red]Cannot train on {folder}:[/] {exc}")
+        raise typer.Exit(1) from None
     finally:
         ray.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)

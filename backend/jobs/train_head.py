@@ -84,14 +84,21 @@ class BackboneFeatures:
 
 
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, validation) with every class in both."""
-    from sklearn.model_selection import train_test_split
-
-    counts = dict(zip(*np.unique(labels, return_counts=True)))
-    if too_few := sorted(str(c) for c, n in counts.items() if n < 2):
+    """Indices (train, validation): `val_fraction` of each breed to validation, but at least one photo of
+    every breed on each side (a plain stratified split can leave a rare breed out of validation)."""
+    breeds, counts = np.unique(labels, return_counts=True)
+    if len(breeds) < 2:
+        raise ValueError("a breed model needs at least 2 breeds (one folder each)")
+    if too_few := [str(b) for b, n in zip(breeds, counts) if n < 2]:
         raise ValueError(f"every breed needs at least 2 photos (one to train on, one to validate): {', '.join(too_few)}")
-    n_val = max(len(counts), round(len(labels) * val_fraction))
-    return train_test_split(np.arange(len(labels)), test_size=n_val, stratify=labels, random_state=seed)
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for breed in breeds:
+        photos = rng.permutation(np.flatnonzero(labels == breed))
+        n_val = min(len(photos) - 1, max(1, round(len(photos) * val_fraction)))
+        val.extend(photos[:n_val])
+        train.extend(photos[n_val:])
+    return np.sort(train), np.sort(val)
 
 
 def epoch_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
@@ -252,9 +259,10 @@ def train_head(
             rows.append(row)
         if progress:
             progress(1)
-    labels = sorted({row["label"] for row in rows})
-    targets = np.array([labels.index(row["label"]) for row in rows])
-    train_idx, val_idx = stratified_split(targets, settings.val_fraction, settings.seed)
+    names = np.array([row["label"] for row in rows])
+    train_idx, val_idx = stratified_split(names, settings.val_fraction, settings.seed)  # names: for its messages
+    labels = sorted(set(names))
+    targets = np.array([labels.index(name) for name in names])
 
     def split(indices: np.ndarray):
         return ray.data.from_items([{"features": rows[i]["features"], "target": int(targets[i])} for i in indices])
