@@ -6,8 +6,9 @@ live without a failed request in two ways:
 - the alias moves (`retriever train --alias champion`, `retriever promote`): the replica notices
   within `follow_alias_s`.
 Either way the new model is loaded beside the old one, which answers until the swap (one assignment).
-A swap to a model with other embeddings (another backbone) is refused while running: the gallery
-holds embeddings of the running one. The old model keeps answering and the readiness route says why.
+A swap to a model that cannot be loaded, or that embeds differently (another backbone: the gallery
+holds embeddings of the running one), is refused: the old model keeps answering and the readiness
+route says why.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 
 from backend.models.vision import ImageAnalysis, VisionModel, load_vision_model
@@ -57,6 +58,7 @@ class Vision:
         self.model: VisionModel | None = None
         self.loaded_from: str | None = None  # the pinned reference (models:/dog-breeds/3) of self.model
         self.refused: str | None = None  # why the last swap did not happen
+        self.refused_from: str | None = None  # and what it would have loaded
         # Loads (from reconfigure and from the alias check) one at a time.
         self.swap_lock = threading.Lock()
         self.follower = asyncio.get_running_loop().create_task(self._follow_alias())
@@ -64,9 +66,15 @@ class Vision:
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         import torch
 
-        settings = VisionSettings.model_validate(user_config or {})
-        torch.set_num_threads(settings.torch_threads)
         with self.swap_lock:
+            try:
+                settings = VisionSettings.model_validate(user_config or {})
+            except ValidationError as exc:
+                if self.model is None:
+                    raise
+                self._refuse(f"ignored an invalid user_config: {exc}")
+                return
+            torch.set_num_threads(settings.torch_threads)
             if self.settings is None or self.settings.source() != settings.source():
                 self._load(settings)
             self.model.dog_threshold = settings.dog_threshold  # a per-call setting: no reload
@@ -78,33 +86,58 @@ class Vision:
                 self._load(settings, bootstrap=False)
 
     def _load(self, settings: VisionSettings, bootstrap: bool = True) -> None:
-        """Load the model the settings name unless it is the one serving; swap it in. Under swap_lock."""
-        started = time.perf_counter()
-        if settings.kind == "registry":
-            from backend.models.registry import DEFAULT_MODEL, Registry
+        """Load the model the settings name unless it is the one serving; swap it in. Under swap_lock.
 
-            registry = Registry(settings.tracking_uri)
-            reference = settings.model or DEFAULT_MODEL
-            if bootstrap and reference == DEFAULT_MODEL:
-                # `retriever up` has done this already; `serve run` on a fresh machine has not.
-                registry.ensure_packaged()
-            resolved = registry.resolve(reference)
-            if resolved.uri == self.loaded_from:
+        While a model serves, a new one that cannot be loaded (a reference naming nothing, an unreachable
+        registry) or that embeds differently is refused: the serving model stays, `status` says why, and
+        the alias follower does not retry the same version. Only a replica with no model yet fails, so
+        that Serve reports the deployment as failed."""
+        started = time.perf_counter()
+        source = None
+        try:
+            source = self._source(settings, bootstrap)
+            if source in (self.loaded_from, self.refused_from):
                 return
-            model, loaded_from = registry.load(resolved, settings.dog_threshold), resolved.uri
-        else:
-            model = load_vision_model(settings.kind, settings.model, settings.dog_threshold)
-            loaded_from = f"{settings.kind}:{settings.model}"
+            model = self._build(settings, source)
+        except Exception as exc:
+            if self.model is None:
+                raise
+            self._refuse(f"did not switch to {source or settings.model or settings.kind}: {exc}", source)
+            return
         if self.model is not None and model.embedder != self.model.embedder:
-            self.refused = (
+            self._refuse(
                 f"did not switch to {model.model_name}: its embeddings ({model.embedder}) are not the "
-                f"gallery's ({self.model.embedder}); redeploy the application to change embedders"
+                f"gallery's ({self.model.embedder}); redeploy the application to change embedders",
+                source,
             )
-            logger.error(self.refused)
             return
         previous = self.model.model_name if self.model else None
-        self.model, self.loaded_from, self.refused = model, loaded_from, None
+        self.model, self.loaded_from, self.refused, self.refused_from = model, source, None, None
         logger.info("Vision now serves %s (was %s), loaded in %.1f s", model.model_name, previous, time.perf_counter() - started)
+
+    def _source(self, settings: VisionSettings, bootstrap: bool) -> str:
+        """Where the settings' model comes from, pinned: an alias resolved to its version."""
+        if settings.kind != "registry":
+            return f"{settings.kind}:{settings.model}"
+        from backend.models.registry import DEFAULT_MODEL, Registry
+
+        registry = Registry(settings.tracking_uri)
+        reference = settings.model or DEFAULT_MODEL
+        if bootstrap and reference == DEFAULT_MODEL:
+            # `retriever up` has done this already; `serve run` on a fresh machine has not.
+            registry.ensure_packaged()
+        return registry.resolve(reference).uri
+
+    def _build(self, settings: VisionSettings, source: str) -> VisionModel:
+        if settings.kind != "registry":
+            return load_vision_model(settings.kind, settings.model, settings.dog_threshold)
+        from backend.models.registry import Registry, ResolvedModel
+
+        return Registry(settings.tracking_uri).load(ResolvedModel.pinned(source), settings.dog_threshold)
+
+    def _refuse(self, reason: str, source: str | None = None) -> None:
+        self.refused, self.refused_from = reason, source
+        logger.error(reason)
 
     async def _follow_alias(self) -> None:
         """Swap in what the alias points at when it moves (a no-op unless it did)."""

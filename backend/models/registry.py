@@ -72,6 +72,15 @@ class ResolvedModel:
     uri: str  # pinned: an alias resolved to its version, a best-run to its run
     name: str  # what the API and UI say answered: "dog-breeds/3", or "run 1a2b3c4d" for a run's model
 
+    @classmethod
+    def pinned(cls, uri: str) -> ResolvedModel:
+        """From a pinned uri (models:/NAME/VERSION or runs:/RUN_ID/model), as `resolve` made it."""
+        if match := re.fullmatch(r"models:/([^/@]+)/(\d+)", uri):
+            return cls(uri, f"{match.group(1)}/{match.group(2)}")
+        if match := re.fullmatch(r"runs:/([0-9a-f]+)/.+", uri):
+            return cls(uri, f"run {match.group(1)[:8]}")
+        raise RegistryError(f"{uri!r} is not a pinned model reference")
+
 
 def packaged_network() -> tuple[BreedNetwork, ModelCard]:
     backbone = load_backbone()
@@ -125,16 +134,15 @@ class Registry:
         try:
             if match := re.fullmatch(r"models:/([^/@]+)@([^/]+)", reference):
                 version = self.client.get_model_version_by_alias(*match.groups())
-                return ResolvedModel(f"models:/{version.name}/{version.version}", f"{version.name}/{version.version}")
+                return ResolvedModel.pinned(f"models:/{version.name}/{version.version}")
             if match := re.fullmatch(r"models:/([^/@]+)/(\d+)", reference):
-                version = self.client.get_model_version(*match.groups())
-                return ResolvedModel(reference, f"{version.name}/{version.version}")
+                self.client.get_model_version(*match.groups())
+                return ResolvedModel.pinned(reference)
             if match := re.fullmatch(r"best-run:(.+)", reference):
-                run = self.best_run(match.group(1))
-                return ResolvedModel(f"runs:/{run}/model", f"run {run[:8]}")
+                return ResolvedModel.pinned(f"runs:/{self.best_run(match.group(1))}/model")
             if match := re.fullmatch(r"runs:/([0-9a-f]+)/.+", reference):
                 self.client.get_run(match.group(1))
-                return ResolvedModel(reference, f"run {match.group(1)[:8]}")
+                return ResolvedModel.pinned(reference)
         except MlflowException as exc:
             raise RegistryError(f"{reference}: {exc.message}") from exc
         raise RegistryError(

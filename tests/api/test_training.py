@@ -148,3 +148,25 @@ def test_a_user_config_swap_is_live_too(trained, serve_deployment):
     assert ready["deployments"]["Vision"]["model"] == f"{MODEL_NAME}/1"
     assert status["deployments"]["Vision"]["model"] == f"{MODEL_NAME}/2"
     running.deploy(config)  # back to following the alias (which the fixture moves back to version 1)
+
+
+def test_a_swap_to_a_model_that_is_not_there_is_refused_and_the_old_one_keeps_answering(trained, serve_deployment):
+    running, config = serve_deployment
+    missing = copy.deepcopy(config)
+    api = next(app for app in missing["applications"] if app["name"] == "api")
+    vision = next(d for d in api["deployments"] if d["name"] == "Vision")
+    vision["user_config"] = {**vision["user_config"], "model": f"models:/{MODEL_NAME}/99"}
+    serving = httpx.get(f"{running.url}/api/v1/ready", timeout=30).json()["deployments"]["Vision"]["model"]
+    with RequestStream(running.url) as stream:
+        running.deploy(missing)
+        deadline = time.monotonic() + 60
+        while "did not switch" not in (httpx.get(f"{running.url}/api/v1/ready", timeout=30).json()["deployments"]["Vision"]["detail"] or ""):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        stream.wait_for_model(serving)
+    ready = httpx.get(f"{running.url}/api/v1/ready", timeout=30).json()
+    assert ready["ready"] is True
+    assert ready["deployments"]["Vision"]["model"] == serving
+    assert f"models:/{MODEL_NAME}/99" in ready["deployments"]["Vision"]["detail"]
+    assert stream.failures() == [] and stream.models_since(serving) == {serving}
+    running.deploy(config)
