@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 import threading
 import time
@@ -236,7 +235,8 @@ def train_head(
     on_epoch: Callable[[dict[str, float]], None] = lambda metrics: None,
 ) -> TrainingReport:
     """Train a head on `folder`, log the run, register a version of `model_name`, move `alias` to it.
-    Needs Ray started; `storage` keeps Ray Train's checkpoints (a temp dir when None).
+    Needs Ray started; `storage` keeps Ray Train's checkpoints (a temp dir when None; on a multi-node
+    cluster it must be storage every node reaches).
     Callbacks, for progress: `progress(photos)` as features come back, `on_stage(text)` after them,
     `on_epoch(metrics)` per epoch (read from the MLflow run the worker logs to)."""
     import mlflow
@@ -322,7 +322,6 @@ def train_head(
         card = ModelCard(labels=labels, backbone_sha256=backbone_fingerprint(), head="mlp")
         info = registry.log_model(network, card, registered_name=model_name)
         version = int(info.registered_model_version)
-        mlflow.log_text(json.dumps(best_metrics, indent=2), "best_epoch.json")
     registry.client.update_model_version(
         model_name, str(version),
         f"Head trained on {folder.name} ({len(labels)} breeds); best epoch {best_metrics['best_epoch']}, "
