@@ -59,6 +59,7 @@ class Vision:
         self.loaded_from: str | None = None  # the pinned reference (models:/dog-breeds/3) of self.model
         self.refused: str | None = None  # why the last swap did not happen
         self.refused_from: str | None = None  # and what it would have loaded
+        self.load_seconds = 0.0  # how long loading the serving model took (it served meanwhile)
         # Loads (from reconfigure and from the alias check) one at a time.
         self.swap_lock = threading.Lock()
         self.follower = asyncio.get_running_loop().create_task(self._follow_alias())
@@ -113,7 +114,8 @@ class Vision:
             return
         previous = self.model.model_name if self.model else None
         self.model, self.loaded_from, self.refused, self.refused_from = model, source, None, None
-        logger.info("Vision now serves %s (was %s), loaded in %.1f s", model.model_name, previous, time.perf_counter() - started)
+        self.load_seconds = time.perf_counter() - started
+        logger.info("Vision now serves %s (was %s), loaded in %.1f s", model.model_name, previous, self.load_seconds)
 
     def _source(self, settings: VisionSettings, bootstrap: bool) -> str:
         """Where the settings' model comes from, pinned: an alias resolved to its version."""
@@ -169,7 +171,7 @@ class Vision:
         return DeploymentStatus(
             ready=ready,
             model=self.model.model_name if ready else None,
-            detail=self.refused or (f"from {self.loaded_from}" if ready else None),
+            detail=self.refused or (f"from {self.loaded_from}, loaded in {self.load_seconds:.1f} s" if ready else None),
         )
 
     def embedder(self) -> Embedder:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from tests.conftest import SEED
+SEED = Path(__file__).resolve().parent.parent / "backend" / "gallery_seed"  # (also bench/live_swap.py's)
 
 CLASSES = {
     "porch dog": SEED / "dog-on-porch.jpg",

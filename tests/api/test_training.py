@@ -78,16 +78,19 @@ def trained(serve_app, registry, tmp_path_factory):
     folder = build_labelled_folder(tmp_path_factory.mktemp("photos") / "five-classes")
     (folder / "unsorted.jpg").write_bytes(PHOTOS["dog"].read_bytes())
     retriever = Path(sys.executable).parent / "retriever"
-    with RequestStream(serve_app) as stream:
-        stream.wait_for_model(f"{MODEL_NAME}/1")
-        done = subprocess.run(
-            [str(retriever), "train", str(folder), "--alias", CHAMPION, "--max-epochs", "40"],
-            cwd=ROOT, capture_output=True, text=True, timeout=600,
-        )
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        stream.wait_for_model(f"{MODEL_NAME}/2")
-    yield done, stream
-    registry.set_alias(MODEL_NAME, CHAMPION, 1)
+    try:
+        with RequestStream(serve_app) as stream:
+            stream.wait_for_model(f"{MODEL_NAME}/1")
+            done = subprocess.run(
+                [str(retriever), "train", str(folder), "--alias", CHAMPION, "--max-epochs", "40"],
+                cwd=ROOT, capture_output=True, text=True, timeout=600,
+            )
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            stream.wait_for_model(f"{MODEL_NAME}/2")
+        yield done, stream
+    finally:
+        if registry.client.get_registered_model(MODEL_NAME).aliases.get(CHAMPION) != "1":
+            registry.set_alias(MODEL_NAME, CHAMPION, 1)
 
 
 def test_training_registers_a_version_and_moves_the_alias(trained, registry):
