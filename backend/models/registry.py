@@ -112,9 +112,9 @@ class Registry:
         directory (MLflow's default). A server decides for itself."""
         url = urlparse(self.tracking_uri)
         if url.scheme == "sqlite":
-            return Path(self.tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts"
+            return Path(self.tracking_uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts"
         if url.scheme in ("", "file"):
-            return Path(url.path) / "mlartifacts"
+            return Path(url.path).resolve() / "mlartifacts"
         return None
 
     def experiment_id(self, name: str) -> str:
