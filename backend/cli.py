@@ -111,37 +111,41 @@ def train(
     import ray
     from tqdm import tqdm
 
-    from backend.jobs.train_head import TrainingSettings, train_head
+    from backend.jobs.train_head import TrainingSettings, labelled_photos, train_head
     from backend.local import start_private_ray
-    from backend.models.index import labelled_images
     from backend.models.registry import Registry
 
     settings = TrainingSettings(max_epochs=max_epochs, patience=patience, learning_rate=learning_rate, seed=seed)
+    try:
+        photos = labelled_photos(folder, settings)
+    except ValueError as exc:
+        console.print(f"[red]Cannot train on {folder}:[/] {exc}")
+        raise typer.Exit(1) from None
     registry = Registry(tracking_uri)
+    bar = tqdm(total=len(photos), unit="photo", desc="Backbone features (Ray Data)")
+
+    def stage(text: str) -> None:
+        bar.close()
+        console.print(text + "…")
+
+    def epoch(m: dict[str, float]) -> None:
+        console.print(
+            f"  epoch {m['epoch']:3d}  train loss {m['train_loss']:.3f}  val loss {m['val_loss']:.3f}  "
+            f"val accuracy {m['val_accuracy']:.2f}  val macro F1 {m['val_macro_f1']:.2f}"
+        )
+
     # Ray's own progress output stays off (log_to_driver=False): the bar and the epoch lines below say it.
     temp_dir = start_private_ray(state_api=True, log_to_driver=False)
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
         for logger_name in ("ray.data", "ray.train"):  # after ray.data's import, which sets its own levels
             logging.getLogger(logger_name).setLevel(logging.WARNING)
-        photos = sum(1 for _, label in labelled_images(folder) if label)
-        bar = tqdm(total=photos, unit="photo", desc="Backbone features (Ray Data)")
-
-        def stage(text: str) -> None:
-            bar.close()
-            console.print(text + "…")
-
-        def epoch(m: dict[str, float]) -> None:
-            console.print(
-                f"  epoch {m['epoch']:3d}  train loss {m['train_loss']:.3f}  val loss {m['val_loss']:.3f}  "
-                f"val accuracy {m['val_accuracy']:.2f}  val macro F1 {m['val_macro_f1']:.2f}"
-            )
 
         report = train_head(
             folder, registry, settings, model_name=name, experiment=experiment, alias=alias,
             progress=bar.update, on_stage=stage, on_epoch=epoch,
         )
-    except ValueError as exc:  # the folder cannot make a model: say why, no traceback
+    except ValueError as exc:  # too few readable photos after all: say why, no traceback
         bar.close()
         console.print(f"[red]Cannot train on {folder}:[/] {exc}")
         raise typer.Exit(1) from None

@@ -100,6 +100,16 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     return np.sort(train), np.sort(val)
 
 
+def labelled_photos(folder: Path, settings: TrainingSettings) -> list[tuple[Path, str]]:
+    """The folder's (photo, breed) pairs, or ValueError when they cannot make a model: checked before any
+    Ray work (photos that turn out unreadable are checked again after)."""
+    files = [(path, label) for path, label in labelled_images(folder) if label]
+    if not files:
+        raise ValueError(f"no labelled photos under {folder}: expected {folder}/<breed>/<photo>")
+    stratified_split(np.array([label for _, label in files]), settings.val_fraction, settings.seed)
+    return files
+
+
 def epoch_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
     from sklearn.metrics import f1_score
 
@@ -244,10 +254,8 @@ def train_head(
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    files = [(path, label) for path, label in labelled_images(folder) if label]
+    files = labelled_photos(folder, settings)
     skipped = {str(path.relative_to(folder)): "not in a breed folder" for path, label in labelled_images(folder) if not label}
-    if not files:
-        raise ValueError(f"no labelled photos under {folder}: expected {folder}/<breed>/<photo>")
 
     dataset = ray.data.from_items([{"path": str(path), "label": label} for path, label in files])
     features = dataset.map_batches(BackboneFeatures, batch_size=16, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1)

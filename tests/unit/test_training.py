@@ -1,10 +1,18 @@
-"""The pure parts of the training job: the stratified split and the per-epoch metrics."""
+"""The pure parts of the training job (the stratified split, the per-epoch metrics), and `retriever train`
+refusing a folder that cannot make a model before it starts anything."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from backend.jobs.train_head import epoch_metrics, stratified_split
+from tests.conftest import PHOTOS, ROOT
 
 
 def test_the_split_keeps_every_breed_on_both_sides():
@@ -35,3 +43,17 @@ def test_macro_f1_counts_every_breed_the_same():
     assert metrics["accuracy"] == pytest.approx(0.9)
     assert metrics["macro_f1"] == pytest.approx((18 / 19 + 0) / 2)
     assert metrics["loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, targets)))
+
+
+def test_retriever_train_refuses_such_a_folder_at_once(tmp_path):
+    (tmp_path / "photos" / "husky").mkdir(parents=True)
+    shutil.copy(PHOTOS["dog"], tmp_path / "photos" / "husky" / "a.jpg")
+    shutil.copy(PHOTOS["dog2"], tmp_path / "photos" / "husky" / "b.jpg")
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "retriever"), "train", str(tmp_path / "photos")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "RETRIEVER_DATA_DIR": str(tmp_path / "data")},
+    )
+    assert done.returncode == 1
+    assert "needs at least 2 breeds" in done.stdout
+    assert not (tmp_path / "data" / "mlflow.db").exists()  # refused before any run or Ray work
