@@ -5,7 +5,6 @@ which is on the app's allowlist; every other address must be refused before any 
 import io
 
 import httpx
-import numpy as np
 import pytest
 from PIL import Image
 
