@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,20 +15,12 @@ apply_local_env()  # before ray, gradio or transformers are imported anywhere
 
 from tests import netguard  # noqa: E402
 from tests.image_server import ImageServer  # noqa: E402
+from tests.photos import PHOTOS, SEED  # noqa: E402, F401  (imported from here by the tests)
 
 netguard.install()
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
-SEED = ROOT / "backend" / "gallery_seed"
-# Real photos (see backend/gallery_seed/README.md for where each comes from).
-PHOTOS = {
-    "dog": SEED / "dog-on-porch.jpg",
-    "dog2": SEED / "dog-in-field.jpg",
-    "cat": SEED / "cat" / "chelsea.png",
-    "eagle": SEED / "eagle" / "eagle.jpg",
-    "giraffe": SEED / "giraffe" / "giraffe.jpg",
-}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -72,13 +65,21 @@ def serve_deployment(image_server: ImageServer, gallery_database: str) -> Iterat
         env["worker_process_setup_hook"] = "tests.netguard.install"
         if app["name"] == "api":
             app["args"]["gallery"] = {**app["args"]["gallery"], "database_url": gallery_database}
-            vision = next(d for d in app["deployments"] if d["name"] == "Vision")
-            vision["user_config"] = {**vision["user_config"], "follow_alias_s": 1.0}
+    config = with_vision_config(config, follow_alias_s=1.0)
     running = start_local_serve(config, http_port=free_port())
     try:
         yield running, config
     finally:
         running.stop()
+
+
+def with_vision_config(config: dict, **changes: object) -> dict:
+    """A copy of a serve config whose Vision deployment's user_config has `changes`."""
+    config = copy.deepcopy(config)
+    api = next(app for app in config["applications"] if app["name"] == "api")
+    vision = next(d for d in api["deployments"] if d["name"] == "Vision")
+    vision["user_config"] = {**vision["user_config"], **changes}
+    return config
 
 
 @pytest.fixture(scope="session")

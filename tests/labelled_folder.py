@@ -8,14 +8,14 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-SEED = Path(__file__).resolve().parent.parent / "backend" / "gallery_seed"  # (also bench/live_swap.py's)
+from tests.photos import PHOTOS
 
 CLASSES = {
-    "porch dog": SEED / "dog-on-porch.jpg",
-    "field dog": SEED / "dog-in-field.jpg",
-    "cat": SEED / "cat" / "chelsea.png",
-    "eagle": SEED / "eagle" / "eagle.jpg",
-    "giraffe": SEED / "giraffe" / "giraffe.jpg",
+    "porch dog": PHOTOS["dog"],
+    "field dog": PHOTOS["dog2"],
+    "cat": PHOTOS["cat"],
+    "eagle": PHOTOS["eagle"],
+    "giraffe": PHOTOS["giraffe"],
 }
 
 

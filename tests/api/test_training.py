@@ -1,7 +1,6 @@
 """Training a head on Ray, tracking it in MLflow, and swapping it into the running app without a failed
 request: `retriever train` run as a user runs it, against the app's own registry."""
 
-import copy
 import subprocess
 import sys
 import threading
@@ -13,7 +12,7 @@ import httpx
 import pytest
 
 from backend.models.registry import CHAMPION, MODEL_NAME, Registry
-from tests.conftest import PHOTOS, ROOT
+from tests.conftest import PHOTOS, ROOT, with_vision_config
 from tests.labelled_folder import CLASSES, build_labelled_folder
 
 pytestmark = pytest.mark.serve
@@ -135,10 +134,7 @@ def test_the_live_app_switched_to_the_new_labels_without_a_failed_request(traine
 def test_a_user_config_swap_is_live_too(trained, serve_deployment):
     """`serve deploy` with another model in the Vision user_config: reconfigure, no restart, no errors."""
     running, config = serve_deployment
-    pinned = copy.deepcopy(config)
-    api = next(app for app in pinned["applications"] if app["name"] == "api")
-    vision = next(d for d in api["deployments"] if d["name"] == "Vision")
-    vision["user_config"] = {**vision["user_config"], "model": f"models:/{MODEL_NAME}/1"}
+    pinned = with_vision_config(config, model=f"models:/{MODEL_NAME}/1")
     status = httpx.get(f"{running.url}/api/v1/ready", timeout=30).json()
     with RequestStream(running.url) as stream:
         stream.wait_for_model(f"{MODEL_NAME}/2")
@@ -155,10 +151,7 @@ def test_a_user_config_swap_is_live_too(trained, serve_deployment):
 
 def test_a_swap_to_a_model_that_is_not_there_is_refused_and_the_old_one_keeps_answering(trained, serve_deployment):
     running, config = serve_deployment
-    missing = copy.deepcopy(config)
-    api = next(app for app in missing["applications"] if app["name"] == "api")
-    vision = next(d for d in api["deployments"] if d["name"] == "Vision")
-    vision["user_config"] = {**vision["user_config"], "model": f"models:/{MODEL_NAME}/99"}
+    missing = with_vision_config(config, model=f"models:/{MODEL_NAME}/99")
     serving = httpx.get(f"{running.url}/api/v1/ready", timeout=30).json()["deployments"]["Vision"]["model"]
     with RequestStream(running.url) as stream:
         running.deploy(missing)
