@@ -20,6 +20,7 @@ from backend.summarizer import Summarizer
 from backend.vision import Vision
 from shared.config import Limits
 from ui.app import GradioUI
+from ui.share import Credentials, ShareSettings
 
 API_APP = "api"
 
@@ -36,6 +37,10 @@ class UiArgs(BaseModel):
     backend_app: str = API_APP
     # Requests running at once across all UI users; beyond it Gradio queues them and shows the position.
     concurrency_limit: int = 8
+    # A public link to the UI through Gradio's tunnel (off unless asked for).
+    share: ShareSettings = ShareSettings()
+    # USER:PASSWORD asked before the UI shows (locally and through a share link alike).
+    login: Credentials | None = None
 
 
 def build_api(args: dict) -> Application:
@@ -49,4 +54,6 @@ def build_ui(args: dict) -> Application:
     settings = UiArgs.model_validate(args)
     # The UI reaches the api application's deployments by name: they are deployed by build_api.
     backends = {"summarizer": Summarizer.name, "vision": Vision.name, "gallery": Gallery.name}
-    return GradioUI.bind(settings.backend_app, backends, settings.limits, settings.concurrency_limit)
+    return GradioUI.bind(
+        settings.backend_app, backends, settings.limits, settings.concurrency_limit, settings.share, settings.login
+    )

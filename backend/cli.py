@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import signal
 import time
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from backend.local import apply_local_env, load_serve_config, start_local_serve
@@ -16,6 +18,7 @@ apply_local_env()  # before anything imports ray
 
 cli = typer.Typer(help="Retriever: ML models behind a Gradio UI and an HTTP API, served by Ray Serve.", no_args_is_help=True)
 console = Console(soft_wrap=True)  # long lines stay whole in logs and pipes
+UI_BUILDER = "backend.app:build_ui"
 
 
 @cli.callback()
@@ -27,10 +30,36 @@ def _root() -> None:
 def up(
     config: Path = typer.Option(Path("serve_config.yaml"), exists=True, dir_okay=False, help="Serve config to deploy."),
     port: int | None = typer.Option(None, help="HTTP port (default: the config's http_options.port)."),
+    share: bool | None = typer.Option(
+        None, "--share/--no-share", help="Open a public link to the UI through Gradio's tunnel (default: the config's share.enabled)."
+    ),
+    share_server: str | None = typer.Option(None, metavar="HOST:PORT", help="A self-hosted share server instead of Gradio's."),
+    share_tls_certificate: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="CA certificate (PEM) to trust for the self-hosted share server's TLS."
+    ),
+    share_basic_auth: str | None = typer.Option(
+        None, metavar="USER:PASSWORD", envvar="RETRIEVER_SHARE_BASIC_AUTH", help="Login the share server asks for."
+    ),
+    login: str | None = typer.Option(
+        None, metavar="USER:PASSWORD", envvar="RETRIEVER_LOGIN", help="Login the UI asks for (locally and through the link)."
+    ),
 ) -> None:
     """Start a private Ray cluster on this machine, deploy the UI and API, and serve until Ctrl-C."""
     started = time.monotonic()
     serve_config = load_serve_config(config)
+    share_changes = {
+        "enabled": share if share is not None else (True if share_server else None),  # a server given means share
+        "server": share_server,
+        "tls_certificate": str(share_tls_certificate.resolve()) if share_tls_certificate else None,
+        "basic_auth": share_basic_auth,
+    }
+    try:
+        serve_config = with_ui_args(
+            serve_config, login=login, share={k: v for k, v in share_changes.items() if v is not None}
+        )
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
     _bootstrap_registry(serve_config)
     with console.status("Starting Ray and deploying the applications (first start loads the models)…") as status:
         running = start_local_serve(
@@ -45,6 +74,7 @@ def up(
     console.print(f"  API docs  {running.url}/docs")
     console.print(f"  Readiness {running.url}/api/v1/ready")
     console.print(f"  Tutorial  curl '{running.url}/Summarizer?txt=Paste+an+article+here.+It+has+sentences.'")
+    _print_share_link(serve_config)
     console.print("Press Ctrl-C to stop.")
     # After ray.init, which installs a SIGTERM handler that exits mid-call: `kill PID` now stops as
     # cleanly as Ctrl-C.
@@ -239,6 +269,47 @@ def mlflow_ui(
         command += ["--default-artifact-root", root.as_uri()]
     console.print(f"MLflow UI on http://127.0.0.1:{port} over {registry.tracking_uri}")
     os.execv(command[0], command)
+
+
+def with_ui_args(serve_config: dict, login: str | None, share: dict) -> dict:
+    """The config with the UI application's `login` and `share` args changed (validated: a bad
+    value is a message here, not a failed deployment)."""
+    from backend.app import UiArgs
+
+    serve_config = copy.deepcopy(serve_config)
+    for app in serve_config.get("applications", []):
+        if app.get("import_path") != UI_BUILDER:
+            continue
+        args = app.setdefault("args", {})
+        if login is not None:
+            args["login"] = login
+        if share:
+            args["share"] = {**(args.get("share") or {}), **share}
+        try:
+            UiArgs.model_validate(args)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"Invalid UI settings: {problems}") from None
+    return serve_config
+
+
+def _print_share_link(serve_config: dict) -> None:
+    """Waits for the UI replica's share link (if the config asks for one) and prints it, or why not."""
+    from ray import serve
+
+    from ui.share import ShareSettings
+
+    for app in serve_config.get("applications", []):
+        settings = ShareSettings.model_validate((app.get("args") or {}).get("share") or {})
+        if app.get("import_path") != UI_BUILDER or not settings.enabled:
+            continue
+        handle = serve.get_deployment_handle("GradioUI", app_name=app["name"])
+        with console.status("Opening the share link…"):
+            status = handle.share_link.remote(wait_s=settings.timeout_s + 1).result()
+        if status.state == "ready":
+            console.print(f"  [bold]Share     {status.url}[/]  (public while this runs)")
+        else:
+            console.print(f"  [yellow]No share link:[/] {status.message or 'still starting'}")
 
 
 def _bootstrap_registry(serve_config: dict) -> None:

@@ -25,6 +25,7 @@ from shared.photos import PhotoService
 from shared.schemas import InvalidArticle, SummarizeOptions, error_message, validate_article
 from ui.blocks import CSS, build_blocks
 from ui.examples import ARTICLES
+from ui.share import Credentials, ShareLink, ShareSettings, ShareStatus
 
 logger = logging.getLogger("ray.serve")
 
@@ -130,8 +131,17 @@ def problem(title: str, message: str) -> str:
 @serve.deployment(name="GradioUI", num_replicas=1, ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=100)
 @serve.ingress()
 class GradioUI:
-    def __init__(self, backend_app: str, backends: dict[str, str], limits: Limits, concurrency_limit: int) -> None:
-        """`backends`: the deployment names of the summarizer, vision and gallery in `backend_app`."""
+    def __init__(
+        self,
+        backend_app: str,
+        backends: dict[str, str],
+        limits: Limits,
+        concurrency_limit: int,
+        share: ShareSettings,
+        login: Credentials | None,
+    ) -> None:
+        """`backends`: the deployment names of the summarizer, vision and gallery in `backend_app`;
+        `share`: whether (and how) to open a public link to this UI; `login`: asked before the UI shows."""
 
         # The model deployments live in another application of the same config, which may still be
         # starting when this replica is: take handles without waiting for them to be registered.
@@ -143,11 +153,61 @@ class GradioUI:
         self.photo_callbacks = PhotoCallbacks(PhotoService(handle("vision"), gallery, limits), gallery)
         self.concurrency_limit = concurrency_limit
         self.max_file_size = limits.max_image_bytes  # uploads over the API's cap stop at Gradio's door
+        self.login = login
+        self.share_timeout_s = share.timeout_s
+        # The link is this replica's: it opens with it and closes with it (frpc also dies if the
+        # replica's process is killed).
+        self.share: ShareLink | None = None
+        if share.enabled:
+            port, route_prefix = serve_proxy_route()
+            self.share = ShareLink(share, local_port=port, path=route_prefix).start()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        blocks = build_blocks(self.callbacks.summarize, self.photo_callbacks, ARTICLES)
+        blocks = build_blocks(
+            self.callbacks.summarize, self.photo_callbacks, ARTICLES, self.share_line if self.share else None
+        )
         # Gradio's default concurrency of 1 would serialise every user behind one summary.
         blocks.queue(default_concurrency_limit=self.concurrency_limit)
         return gr.mount_gradio_app(
-            FastAPI(), blocks, path="/", css=CSS, ssr_mode=False, max_file_size=self.max_file_size
+            FastAPI(),
+            blocks,
+            path="/",
+            css=CSS,
+            ssr_mode=False,
+            max_file_size=self.max_file_size,
+            # Behind a share link every request comes from 127.0.0.1: the login is asked of everyone.
+            auth=self.login.pair() if self.login else None,
+            auth_message="Log in to use Retriever." if self.login else None,
         )
+
+    async def share_link(self, wait_s: float = 0) -> ShareStatus:
+        """The share link's status, after waiting up to `wait_s` for it to come up or fail."""
+        if self.share is None:
+            return ShareStatus("off")
+        return await asyncio.to_thread(self.share.wait, wait_s)
+
+    async def share_line(self) -> str:
+        """The line at the top of the UI: the link, or why there is none."""
+        status = await self.share_link(wait_s=self.share_timeout_s + 1)
+        if status.state == "ready":
+            return f"**Public link:** [{status.url}]({status.url}) · anyone with it can use this app while it runs."
+        if status.state == "failed":
+            return problem("No share link", status.message or "unknown reason")
+        return "Creating the share link… reload the page in a moment."
+
+    def __del__(self) -> None:  # Serve calls it when it stops the replica
+        if getattr(self, "share", None) is not None:
+            self.share.close()
+
+
+def serve_proxy_route() -> tuple[int, str]:
+    """(port of the Serve HTTP proxy, route prefix of this replica's application): where the UI is
+    reachable on this node, so the tunnel can point at it."""
+    import ray
+    from ray.serve.context import _get_global_client
+
+    # Ray has no public API for either from inside a replica; the controller's details are what
+    # `serve status` and the dashboard read.
+    details = ray.get(_get_global_client()._controller.get_serve_instance_details.remote())
+    app_name = serve.get_replica_context().app_name
+    return int(details["http_options"]["port"]), details["applications"][app_name]["route_prefix"] or "/"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 import gradio as gr
 
 SummarizeCallback = Callable[[str], AsyncIterator[tuple[str, str]]]
+ShareLineCallback = Callable[[], Awaitable[str]]
 
 
 class PhotoCallbacks(Protocol):
@@ -20,14 +21,24 @@ CSS = """
 #summary textarea { font-size: 1.05rem; line-height: 1.5; }
 #summary-info { min-height: 1.5em; color: var(--body-text-color-subdued); }
 #photo-verdict { min-height: 1.5em; font-size: 1.05rem; }
+#share-link { padding: 0.4em 0.8em; border-radius: var(--radius-md); background: var(--background-fill-secondary); }
 """
 
 
-def build_blocks(summarize: SummarizeCallback, photos: PhotoCallbacks, articles: dict[str, str]) -> gr.Blocks:
+def build_blocks(
+    summarize: SummarizeCallback,
+    photos: PhotoCallbacks,
+    articles: dict[str, str],
+    share_line: ShareLineCallback | None = None,
+) -> gr.Blocks:
     """`summarize(article)` yields (summary so far, info line) as the summary streams in;
-    `photos.find` answers (verdict, breed label, similar photos), `photos.add` a message."""
+    `photos.find` answers (verdict, breed label, similar photos), `photos.add` a message;
+    `share_line()`, when the app is shared, the line that shows the public link."""
     with gr.Blocks(title="Retriever", analytics_enabled=False) as blocks:
         gr.Markdown("# Retriever\nSummaries of articles and dog breeds, served by Ray Serve.")
+        if share_line is not None:
+            link = gr.Markdown("Creating the share link…", elem_id="share-link")
+            blocks.load(share_line, outputs=link, api_visibility="private")
         with gr.Tab("Article"):
             with gr.Row(equal_height=True):
                 with gr.Column(scale=3):

