@@ -176,7 +176,7 @@ class ShareLink:
         self._closing = threading.Event()
         self._lock = threading.Lock()
         self._process: subprocess.Popen[str] | None = None
-        self._workdir = Path(tempfile.mkdtemp(prefix="retriever-share-"))
+        self._workdir: Path | None = None  # only for a share server's CA that Gradio hands out
         self._thread = threading.Thread(target=self._run, name="share-link", daemon=True)
 
     def start(self) -> ShareLink:
@@ -207,7 +207,8 @@ class ShareLink:
             except subprocess.TimeoutExpired:
                 process.kill()
         self._thread.join(timeout=5)
-        shutil.rmtree(self._workdir, ignore_errors=True)
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
 
     # -- the owner thread --------------------------------------------------------------------------
 
@@ -252,6 +253,7 @@ class ShareLink:
                 f"Gradio's share servers cannot be reached ({url}: {_describe(exc)}). Offline or behind a "
                 "firewall? Use a self-hosted share server: --share-server HOST:PORT (share.server)."
             ) from None
+        self._workdir = Path(tempfile.mkdtemp(prefix="retriever-share-"))
         certificate = self._workdir / "share-server-ca.pem"
         certificate.write_text(root_ca)
         return host, port, certificate

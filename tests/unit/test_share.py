@@ -108,6 +108,18 @@ def test_closing_the_link_ends_the_tunnel(open_link, share_server: ShareServer) 
     assert httpx.get(status.url, timeout=10).status_code == 404  # the share server no longer knows it
 
 
+def test_the_link_survives_a_share_server_restart(open_link, tmp_path: Path) -> None:
+    with ShareServer(tmp_path) as server:
+        status = open_link(server=server.address).wait(30)
+        assert status.state == "ready", status.message
+        server.stop()
+        with pytest.raises(httpx.ConnectError):  # down meanwhile
+            httpx.get(status.url, timeout=10)
+        server.start()
+        assert _status_within(status.url, 200, 60), "frpc did not log in again"  # the same link again
+        assert httpx.get(status.url, timeout=10).text == "app at /ui/"
+
+
 def test_the_tunnel_dies_with_its_process_even_when_killed(local_app: int, share_server: ShareServer) -> None:
     """The owner of the link (in the app: the UI replica) is SIGKILLed: no cleanup code runs, and
     still frpc ends and the link goes dark."""
