@@ -63,9 +63,10 @@ def test_logins_travel_in_the_ui_environment_not_in_its_args() -> None:
 
 def test_up_with_share_prints_a_link_that_ends_with_the_app(share_server: ShareServer) -> None:
     env = {**os.environ, "RETRIEVER_SHARE_BASIC_AUTH": ":".join(SHARE_SERVER_LOGIN)}  # the option's env var
+    # Its own session: should it fail to stop, every process it started is ended by its group id below.
     app = subprocess.Popen(
         [*RETRIEVER, "up", "--port", str(free_port()), "--share-server", share_server.address],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     lines = _lines_of(app)
     try:
@@ -78,8 +79,14 @@ def test_up_with_share_prints_a_link_that_ends_with_the_app(share_server: ShareS
         config = httpx.get(link + "config", auth=SHARE_SERVER_LOGIN, timeout=30)
         assert config.status_code == 200 and config.json()["title"] == "Retriever"
     finally:
-        app.send_signal(signal.SIGINT)  # Ctrl-C
-        code = app.wait(timeout=180)
+        # `kill PID`, which stops it as Ctrl-C does. (SIGINT itself may be ignored here: a test run
+        # started as a background job hands that on to its children.)
+        app.send_signal(signal.SIGTERM)
+        try:
+            code = app.wait(timeout=180)
+        except subprocess.TimeoutExpired:
+            os.killpg(app.pid, signal.SIGKILL)
+            raise
     assert code == 0
     assert httpx.get(link, auth=SHARE_SERVER_LOGIN, timeout=30).status_code == 404  # gone with the app
 
