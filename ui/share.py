@@ -151,10 +151,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# Looked up here, not in the child: between fork and exec only the call itself should run.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     # Linux: frpc gets SIGTERM when the thread that started it ends, however the replica ends
     # (even SIGKILL): a link never outlives the app it shows.
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    _prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 class ShareLink:
@@ -285,7 +289,7 @@ class ShareLink:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=_die_with_parent if _prctl is not None else None,
             )
         process = self._process
         assert process.stdout is not None
