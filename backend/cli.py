@@ -292,7 +292,7 @@ def with_ui_settings(
         logins = {LOGIN_ENV: login, SHARE_BASIC_AUTH_ENV: share_basic_auth}
         for what, validate, value in [
             ("UI settings", UiArgs.model_validate, args),
-            *[(f"{name} login", Credentials.model_validate, login) for name, login in logins.items() if login],
+            *[(f"{name} login", Credentials.model_validate, value) for name, value in logins.items() if value],
         ]:
             try:
                 validate(value)
@@ -312,8 +312,10 @@ def _print_share_link(serve_config: dict) -> None:
     from ui.share import ShareSettings
 
     for app in serve_config.get("applications", []):
+        if app.get("import_path") != UI_BUILDER:
+            continue
         settings = ShareSettings.model_validate((app.get("args") or {}).get("share") or {})
-        if app.get("import_path") != UI_BUILDER or not settings.enabled:
+        if not settings.enabled:
             continue
         handle = serve.get_deployment_handle("GradioUI", app_name=app["name"])
         with console.status("Opening the share link…"):
