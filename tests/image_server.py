@@ -10,11 +10,13 @@ from pathlib import Path
 PHOTO_DIR = Path(__file__).resolve().parent.parent / "backend" / "gallery_seed"
 
 
-class Handler(BaseHTTPRequestHandler):
+class QuietHandler(BaseHTTPRequestHandler):
+    """A test server's request handler: logs nothing, answers whole bodies with `reply`."""
+
     def log_message(self, *_):  # quiet
         pass
 
-    def _send(self, status: int, body: bytes, content_type: str, extra: dict | None = None) -> None:
+    def reply(self, status: int, body: bytes, content_type: str, extra: dict | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -23,27 +25,30 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+
+class Handler(QuietHandler):
+
     def do_GET(self) -> None:  # noqa: N802
         path = self.path.split("?")[0]
         if path.startswith("/photos/"):
             file = PHOTO_DIR / path.removeprefix("/photos/")
             if file.is_file():
                 kind = "image/png" if file.suffix == ".png" else "image/jpeg"
-                return self._send(200, file.read_bytes(), kind)
-            return self._send(404, b"not found", "text/plain")
+                return self.reply(200, file.read_bytes(), kind)
+            return self.reply(404, b"not found", "text/plain")
         if path == "/redirect-to-photo":
-            return self._send(302, b"", "text/plain", {"Location": "/photos/dog-on-porch.jpg"})
+            return self.reply(302, b"", "text/plain", {"Location": "/photos/dog-on-porch.jpg"})
         if path == "/redirect-to-metadata":
-            return self._send(302, b"", "text/plain", {"Location": "http://169.254.169.254/latest/meta-data/"})
+            return self.reply(302, b"", "text/plain", {"Location": "http://169.254.169.254/latest/meta-data/"})
         if path == "/redirect-loop":
-            return self._send(302, b"", "text/plain", {"Location": "/redirect-loop"})
+            return self.reply(302, b"", "text/plain", {"Location": "/redirect-loop"})
         if path == "/not-an-image":
-            return self._send(200, b"<html>hello</html>", "text/html")
+            return self.reply(200, b"<html>hello</html>", "text/html")
         if path == "/lying-image":
-            return self._send(200, b"this is not a jpeg at all", "image/jpeg")
+            return self.reply(200, b"this is not a jpeg at all", "image/jpeg")
         if path == "/slow":
             time.sleep(30)
-            return self._send(200, b"", "image/jpeg")
+            return self.reply(200, b"", "image/jpeg")
         if path == "/endless":
             self.send_response(200)
             self.send_header("Content-Type", "image/jpeg")
@@ -54,7 +59,7 @@ class Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return None
-        return self._send(404, b"not found", "text/plain")
+        return self.reply(404, b"not found", "text/plain")
 
 
 class ImageServer:

@@ -15,10 +15,11 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 from backend.local import free_port
+from tests.image_server import QuietHandler
 
 FRPS = Path(sys.prefix) / "bin" / "frps"
 
@@ -27,22 +28,14 @@ def gradio_proxy_name(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:18]
 
 
-class _NamingPlugin(BaseHTTPRequestHandler):
+class _NamingPlugin(QuietHandler):
     """frp's server-plugin API: frps POSTs each NewProxy; the answer may change its content."""
 
-    def do_POST(self) -> None:
+    def do_POST(self) -> None:  # noqa: N802
         request = json.loads(self.rfile.read(int(self.headers["content-length"])))
         content = request["content"]
         content["proxy_name"] = content["subdomain"] = gradio_proxy_name(content["proxy_name"])
-        body = json.dumps({"reject": False, "unchange": False, "content": content}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.reply(200, json.dumps({"reject": False, "unchange": False, "content": content}).encode(), "application/json")
 
 
 class ShareServer:

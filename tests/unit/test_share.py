@@ -13,29 +13,23 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 from pydantic import ValidationError
 
+from tests.image_server import QuietHandler
 from tests.share_server import ShareServer, StalledServer, closed_port_address, gradio_proxy_name
 from ui.share import Credentials, ShareLink, ShareSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class _App(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = f"app at {self.path}".encode()
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+class _App(QuietHandler):
+    def do_GET(self) -> None:  # noqa: N802
+        self.reply(200, f"app at {self.path}".encode(), "text/plain")
 
 
 @pytest.fixture(scope="module")
@@ -215,16 +209,9 @@ class _TunnelRequest:
     def __init__(self, port: int, ca: Path) -> None:
         offer = json.dumps([{"host": "127.0.0.1", "port": port, "root_ca": ca.read_text()}]).encode()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(offer)))
-                self.end_headers()
-                self.wfile.write(offer)
-
-            def log_message(self, *args: object) -> None:
-                pass
+        class Handler(QuietHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                self.reply(200, offer, "application/json")
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 
