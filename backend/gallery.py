@@ -33,7 +33,7 @@ class GallerySettings(BaseModel):
     )
     seed: bool = Field(True, description="Add the packaged photos (backend/gallery_seed) to an empty gallery.")
     matches: int = Field(5, ge=1, le=50, description="Similar photos returned when a request does not say.")
-    ann_threshold: int = Field(50_000, ge=1, description="From this many photos on, search with FAISS HNSW.")
+    ann_threshold: int = Field(50_000, ge=1, description="From this many photos on, search with a FAISS IVF index (approximate).")
     refresh_interval_s: float = Field(1.0, ge=0, description="How stale a replica's index may be: adds through other replicas show within it.")
 
     def url(self) -> str:
