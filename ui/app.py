@@ -7,8 +7,9 @@ must reach the same process.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import gradio as gr
 from fastapi import FastAPI
-from PIL import Image
 from ray import serve
 
 from shared.config import Limits
@@ -82,6 +82,21 @@ class PhotoCallbacks:
     def __init__(self, photos: PhotoService, gallery) -> None:
         self.photos = photos
         self.gallery = gallery
+        # Gallery photos as JPEG files, each written once (a stored photo never changes): Gradio serves
+        # files as they are, where PIL images would be re-encoded (WebP) in every answer.
+        self.thumbnail_dir = Path(tempfile.mkdtemp(prefix="retriever-ui-thumbnails-"))
+
+    async def _thumbnail_files(self, photo_ids: list[int]) -> list[Path | None]:
+        paths = [self.thumbnail_dir / f"{photo_id}.jpg" for photo_id in photo_ids]
+        missing = [(photo_id, path) for photo_id, path in zip(photo_ids, paths) if not path.exists()]
+        if missing:
+            thumbnails = await self.gallery.thumbnails.remote([photo_id for photo_id, _ in missing])
+            for (_, path), data in zip(missing, thumbnails):
+                if data:
+                    partial = path.with_suffix(".part")
+                    partial.write_bytes(data)
+                    partial.replace(path)  # a concurrent answer never sees half a file
+        return [path if path.exists() else None for path in paths]
 
     async def _photo_bytes(self, photo: str | None, url: str) -> bytes:
         if photo:
@@ -94,13 +109,13 @@ class PhotoCallbacks:
         """(verdict, breed label, similar photos); the breed label is hidden when it is not a dog."""
         try:
             result = await self.photos.predict(await self._photo_bytes(photo, url), k=4, n=int(matches))
-            thumbnails = await self.gallery.thumbnails.remote([m.id for m in result.top_matches])
+            thumbnails = await self._thumbnail_files([m.id for m in result.top_matches])
         except Exception as exc:
             return photo_problem(exc), gr.update(value=None, visible=False), []
         similar = [
-            (Image.open(io.BytesIO(data)), f"{m.label or 'unlabelled'} · similarity {m.similarity:.2f}")
-            for m, data in zip(result.top_matches, thumbnails)
-            if data
+            (str(path), f"{m.label or 'unlabelled'} · similarity {m.similarity:.2f}")
+            for m, path in zip(result.top_matches, thumbnails)
+            if path
         ]
         answered_by = f"\n\nAnswered by `{result.model}`."  # which registered version, across live swaps
         if not result.is_dog:
@@ -209,6 +224,8 @@ class GradioUI:
     def __del__(self) -> None:  # Serve calls it when it stops the replica
         if getattr(self, "share", None) is not None:
             self.share.close()
+        if getattr(self, "photo_callbacks", None) is not None:
+            shutil.rmtree(self.photo_callbacks.thumbnail_dir, ignore_errors=True)
 
 
 def serve_proxy_route() -> tuple[int, str]:
