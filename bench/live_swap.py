@@ -29,7 +29,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.smoke import PHOTO, percentile  # noqa: E402
+from bench.load import PHOTO  # noqa: E402
+from bench.stats import percentile  # noqa: E402
 from tests.labelled_folder import build_labelled_folder  # noqa: E402
 
 RETRIEVER = ROOT / ".venv" / "bin" / "retriever"

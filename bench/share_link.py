@@ -35,7 +35,7 @@ import httpx  # noqa: E402
 
 from backend.cli import _bootstrap_registry, with_ui_settings  # noqa: E402
 from backend.local import free_port, load_serve_config, start_local_serve  # noqa: E402
-from bench.smoke import percentile  # noqa: E402
+from bench.stats import percentile  # noqa: E402
 from tests import netguard  # noqa: E402
 from tests.share_server import ShareServer  # noqa: E402
 from ui.examples import APOLLO_11  # noqa: E402

@@ -1,0 +1,220 @@
+"""The load generator: a process of its own that sends one kind of request to a running app,
+`concurrency` at a time, until `requests` have been answered or `max_seconds` have passed, and prints
+what it saw as JSON (latencies, statuses, throughput).
+
+    python -m bench.load --url http://127.0.0.1:8000 --scenario api-photo --concurrency 16 --requests 200
+
+It refuses any URL that is not on loopback: a benchmark never sends traffic off the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import typer
+
+from bench.stats import latency_summary
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTO = ROOT / "backend" / "gallery_seed" / "dog-on-porch.jpg"
+ARTICLE_600 = ROOT / "bench" / "article_600_words.txt"  # B4's ~600-word article
+
+
+@dataclass
+class Target:
+    url: str  # the app, e.g. http://127.0.0.1:8000
+    photo: bytes
+    article: str
+    image_url: str | None  # a photo on a loopback server, for the URL routes
+    matches: int
+
+
+# A scenario makes one request and returns (HTTP status, ms to the first streamed piece or None).
+Request = Callable[[], Awaitable[tuple[int, float | None]]]
+SCENARIOS: dict[str, Callable[[Target, httpx.AsyncClient], Request]] = {}
+
+
+def scenario(name: str):
+    def register(build):
+        SCENARIOS[name] = build
+        return build
+
+    return register
+
+
+@scenario("api-photo")
+def api_photo(target: Target, client: httpx.AsyncClient) -> Request:
+    """The typed API with an uploaded photo: breeds + similar photos."""
+
+    async def request():
+        files = {"file": ("dog.jpg", target.photo, "image/jpeg")}
+        response = await client.post("/api/v1/photos", files=files, data={"k": "4", "n": str(target.matches)})
+        return response.status_code, None
+
+    return request
+
+
+@scenario("api-predict-url")
+def api_predict_url(target: Target, client: httpx.AsyncClient) -> Request:
+    """The tutorial's route: `POST /predict/ {"url", "k"}` (the app fetches the photo)."""
+
+    async def request():
+        response = await client.post("/predict/", json={"url": target.image_url, "k": 4})
+        return response.status_code, None
+
+    return request
+
+
+@scenario("api-summary")
+def api_summary(target: Target, client: httpx.AsyncClient) -> Request:
+    async def request():
+        response = await client.post("/api/v1/summarize", json={"text": target.article})
+        return response.status_code, None
+
+    return request
+
+
+@scenario("ui-rest-photo")
+def ui_rest_photo(target: Target, client: httpx.AsyncClient) -> Request:
+    """Gradio's REST path (no queue), as a program calls it: upload the photo, then run `/find`."""
+
+    async def request():
+        upload = await client.post("/ui/gradio_api/upload", files={"files": ("dog.jpg", target.photo, "image/jpeg")})
+        if upload.status_code != 200:
+            return upload.status_code, None
+        photo = {"path": upload.json()[0], "orig_name": "dog.jpg", "meta": {"_type": "gradio.FileData"}}
+        response = await client.post("/ui/gradio_api/run/find", json={"data": [photo, "", target.matches]})
+        return response.status_code, None
+
+    return request
+
+
+def _gradio_client(target: Target):
+    from gradio_client import Client
+
+    return Client(target.url + "/ui/", verbose=False, download_files=False)
+
+
+@scenario("ui-queue-photo")
+def ui_queue_photo(target: Target, client: httpx.AsyncClient) -> Request:
+    """Gradio's queue, as the browser and gradio_client use it (upload, join, results over SSE)."""
+    from gradio_client import handle_file
+
+    ui = _gradio_client(target)
+    path = str(PHOTO)
+
+    async def request():
+        await asyncio.to_thread(ui.predict, handle_file(path), "", target.matches, api_name="/find")
+        return 200, None
+
+    return request
+
+
+@scenario("ui-queue-summary")
+def ui_queue_summary(target: Target, client: httpx.AsyncClient) -> Request:
+    """A summary streamed through Gradio's queue: time to the first piece, and to the end."""
+    ui = _gradio_client(target)
+
+    def stream() -> float | None:
+        started = time.perf_counter()
+        first = None
+        job = ui.submit(target.article, api_name="/summarize")
+        for summary, _info in job:
+            if first is None and summary:
+                first = (time.perf_counter() - started) * 1000
+        job.result()
+        return first
+
+    async def request():
+        return 200, await asyncio.to_thread(stream)
+
+    return request
+
+
+def require_loopback(url: str) -> None:
+    host = urlsplit(url).hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise typer.BadParameter(f"{url}: benchmarks only send traffic to loopback (127.0.0.1, ::1, localhost)")
+
+
+async def run_load(build: Callable, target: Target, concurrency: int, requests: int, max_seconds: float, warmup: int) -> dict:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=target.url, timeout=120, limits=limits) as client:
+        request = build(target, client)
+        for _ in range(warmup):  # first calls pay for connections, caches, lazy imports
+            await request()
+        latencies: list[float] = []
+        first_pieces: list[float] = []
+        statuses: Counter[str] = Counter()
+        sent = 0
+        started = time.perf_counter()
+        deadline = started + max_seconds
+
+        async def worker() -> None:
+            nonlocal sent
+            while sent < requests and time.perf_counter() < deadline:
+                sent += 1
+                began = time.perf_counter()
+                try:
+                    status, first = await request()
+                except httpx.HTTPError as exc:
+                    status, first = type(exc).__name__, None
+                except Exception as exc:  # a client library's error (gradio_client): counted, not fatal
+                    status, first = type(exc).__name__, None
+                statuses[str(status)] += 1
+                if status == 200:
+                    latencies.append((time.perf_counter() - began) * 1000)
+                    if first is not None:
+                        first_pieces.append(first)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    result = {
+        "concurrency": concurrency,
+        "sent": sent,
+        "ok": len(latencies),
+        "statuses": dict(statuses),
+        "elapsed_s": round(elapsed, 3),
+        "throughput_rps": round(len(latencies) / elapsed, 2) if elapsed else 0.0,
+        "latency_ms": latency_summary(latencies),
+    }
+    if first_pieces:
+        result["first_piece_ms"] = latency_summary(first_pieces)
+    return result
+
+
+def main(
+    url: str = typer.Option(..., help="The app, e.g. http://127.0.0.1:8000."),
+    scenario_name: str = typer.Option(..., "--scenario", help=f"One of: {', '.join(SCENARIOS)}."),
+    concurrency: int = typer.Option(1, min=1, max=256),
+    requests: int = typer.Option(50, min=1, max=100_000, help="Stop after this many requests..."),
+    max_seconds: float = typer.Option(120, min=1, help="...or after this long, whichever comes first."),
+    warmup: int = typer.Option(3, min=0, help="Requests sent first and not counted."),
+    image_url: str | None = typer.Option(None, help="A photo on a loopback server (URL scenarios)."),
+    matches: int = typer.Option(5, min=1, help="Similar photos asked for."),
+) -> None:
+    require_loopback(url)
+    if image_url:
+        require_loopback(image_url)
+    if scenario_name not in SCENARIOS:
+        raise typer.BadParameter(f"unknown scenario {scenario_name!r}; one of {', '.join(SCENARIOS)}")
+    target = Target(url.rstrip("/"), PHOTO.read_bytes(), ARTICLE_600.read_text(encoding="utf-8"), image_url, matches)
+    result = asyncio.run(run_load(SCENARIOS[scenario_name], target, concurrency, requests, max_seconds, warmup))
+    print(json.dumps({"scenario": scenario_name, **result}))
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,201 @@
+"""`python -m bench`: every benchmark (B1-B6) in one run, each figure beside its baseline from the
+same run; results in bench/results/ (results.json, results.md, plots).
+
+Order matters on a 2-core machine: the in-process baselines run while no app does, then one app
+serves B1-B4 (load from separate processes), then the abstractive summarizer's app, then the tutorial's
+design (B3), each alone. Everything listens and sends on 127.0.0.1 only; every process started here is
+stopped by PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import typer
+import yaml
+from rich.console import Console
+
+from bench.app import App, bench_config
+from bench.report import write_report
+from backend.local import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+console = Console(soft_wrap=True)
+cli = typer.Typer(add_completion=False)
+ALL = ("B1", "B2", "B3", "B4", "B5", "B6")
+
+
+def worker(*args: str, timeout_s: float = 1800) -> dict[str, Any]:
+    """Run `python -m bench.<module> ...` as its own process; its last stdout line is the JSON result."""
+    done = subprocess.run([PYTHON, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def load(url: str, scenario: str, concurrency: int = 1, requests: int = 50, max_seconds: float = 120, **options: Any) -> dict:
+    args = ["bench.load", "--url", url, "--scenario", scenario, "--concurrency", str(concurrency),
+            "--requests", str(requests), "--max-seconds", str(max_seconds)]
+    for key, value in options.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    result = worker(*args, timeout_s=max_seconds + 300)
+    console.print(f"  {scenario} c={concurrency}: p50 {result['latency_ms'].get('p50')} ms, "
+                  f"{result['throughput_rps']} req/s, statuses {result['statuses']}")
+    return result
+
+
+def parse_pairs(pairs: list[str], what: str) -> dict[str, Any]:
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{what} {pair!r}: expected KEY=VALUE")
+        parsed[key] = yaml.safe_load(value) if what == "--set" else value
+    return parsed
+
+
+@cli.command()
+def main(
+    out: Path = typer.Option(ROOT / "bench" / "results", help="Where results.json, results.md and the plots go."),
+    only: str = typer.Option(",".join(ALL), help="Benchmarks to run, e.g. B1,B2."),
+    requests: int = typer.Option(60, min=5, help="Requests per latency measurement (concurrency 1)."),
+    search_sizes: str = typer.Option("10000,100000,1000000", help="B5 gallery sizes."),
+    tutorial_requests: int = typer.Option(8, min=1, help="B3: requests to the tutorial's design (~10 s each)."),
+    set_: list[str] = typer.Option([], "--set", help="Serve config change, e.g. api.Vision.user_config.torch_threads=1."),
+    env: list[str] = typer.Option([], "--env", help="Environment of the app, e.g. RAY_SERVE_THROUGHPUT_OPTIMIZED=1."),
+) -> None:
+    wanted = {name.strip().upper() for name in only.split(",")}
+    overrides, app_env = parse_pairs(set_, "--set"), parse_pairs(env, "--env")
+    work = Path(tempfile.mkdtemp(prefix="retriever-bench-"))
+    results: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "settings": {"requests": requests, "overrides": overrides, "env": app_env},
+    }
+    try:
+        run_all(wanted, work, results, requests, search_sizes, tutorial_requests, overrides, app_env)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    write_report(results, out)
+    console.print(f"[green]Results[/] in {out}/results.md")
+
+
+def run_all(wanted, work: Path, results: dict, requests: int, search_sizes: str, tutorial_requests: int,
+            overrides: dict, app_env: dict) -> None:
+    t5_dir = work / "t5-small-shaped"
+    baselines: dict[str, Any] = results.setdefault("baselines", {})
+    console.rule("Baselines (in-process, no serving)")
+    if wanted & {"B1"}:
+        baselines["pipeline"] = worker("bench.baselines", "pipeline", "--requests", str(requests))
+    if wanted & {"B2"}:
+        baselines["batched"] = worker("bench.baselines", "batched")
+    if wanted & {"B4"}:
+        baselines["extractive"] = worker("bench.baselines", "extractive", "--requests", str(min(requests, 30)))
+        worker("bench.baselines", "build-t5", str(t5_dir))
+        baselines["abstractive"] = worker("bench.baselines", "abstractive", str(t5_dir), "--requests", "5")
+    if wanted & {"B5"}:
+        console.print(f"  B5 gallery search at {search_sizes} vectors (minutes at 1M)")
+        results["B5"] = worker("bench.baselines", "search", "--sizes", search_sizes, timeout_s=3600)
+    console.print(json.dumps(baselines)[:2000])
+
+    from tests.image_server import ImageServer  # real photos on a loopback port, for the URL routes
+
+    with ImageServer() as photos:
+        image_url = photos.url + "/photos/dog-on-porch.jpg"
+        if wanted & {"B1", "B2", "B3", "B4", "B6"}:
+            console.rule("The app (embedded defaults)")
+            app = App(bench_config(overrides), free_port(), work / "data", work, app_env)
+            cold = app.start()
+            console.print(f"  ready in {cold:.1f} s (first start: registers the packaged model, seeds the gallery)")
+            try:
+                serve_benchmarks(app, wanted, results, requests, image_url)
+                results.setdefault("B6", {})["memory_mib_after_load"] = round(app.memory_mib())
+            finally:
+                results.setdefault("B6", {})["stop_s"] = round(app.stop(), 1)
+            results["B6"]["cold_start_first_run_s"] = round(cold, 1)
+            restart = App(bench_config(overrides), free_port(), work / "data", work, app_env)
+            console.rule("Restart (same data dir)")
+            results["B6"]["cold_start_s"] = round(restart.start(), 1)
+            results["B6"]["memory_mib_idle"] = round(restart.memory_mib())
+            restart.stop()
+        if wanted & {"B4"}:
+            console.rule("Abstractive summaries (t5-small-shaped, random weights) through the UI")
+            seq2seq = {"api.Summarizer.user_config.kind": "seq2seq", "api.Summarizer.user_config.model": str(t5_dir),
+                       "api.Summarizer.user_config.num_beams": 1}
+            app = App(bench_config({**overrides, **seq2seq}), free_port(), work / "data", work, app_env)
+            app.start()
+            try:
+                results.setdefault("B4", {})["abstractive_ui"] = load(app.url, "ui-queue-summary", requests=5, max_seconds=300)
+            finally:
+                app.stop()
+        if wanted & {"B3"}:
+            console.rule("B3: the tutorial's design on the same model")
+            results.setdefault("B3", {})["tutorial"] = tutorial_benchmark(work, image_url, tutorial_requests)
+
+
+def serve_benchmarks(app: App, wanted, results: dict, requests: int, image_url: str) -> None:
+    if "B1" in wanted:
+        console.rule("B1: one dog photo at a time")
+        results["B1"] = {
+            "api": load(app.url, "api-photo", requests=requests),
+            "ui_rest": load(app.url, "ui-rest-photo", requests=requests),
+            "ui_queue": load(app.url, "ui-queue-photo", requests=requests),
+        }
+    if "B2" in wanted:
+        console.rule("B2: throughput vs concurrency")
+        results["B2"] = {
+            str(c): load(app.url, "api-photo", concurrency=c, requests=max(60, 12 * c), max_seconds=90)
+            for c in (1, 4, 16, 32)
+        }
+    if "B3" in wanted:
+        results.setdefault("B3", {})["ours"] = load(app.url, "api-predict-url", requests=requests, image_url=image_url)
+    if "B4" in wanted:
+        console.rule("B4: extractive summaries")
+        results.setdefault("B4", {})["extractive_api"] = load(app.url, "api-summary", requests=min(requests, 30))
+        results["B4"]["extractive_ui"] = load(app.url, "ui-queue-summary", requests=min(requests, 30))
+
+
+def tutorial_benchmark(work: Path, image_url: str, requests: int) -> dict:
+    embeddings = work / "tutorial-embeddings"
+    subprocess.run([PYTHON, "-m", "bench.tutorial", "--embeddings", str(embeddings), "--write-embeddings"],
+                   cwd=ROOT, check=True, capture_output=True)
+    port = free_port()
+    log = (work / "tutorial.log").open("wb")
+    server = subprocess.Popen([PYTHON, "-m", "bench.tutorial", "--port", str(port), "--embeddings", str(embeddings)],
+                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 300
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"the tutorial app exited; see {log.name}")
+            try:
+                if httpx.get(url + "/docs", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("the tutorial app did not start in 300 s")
+            time.sleep(0.5)
+        return load(url, "api-predict-url", requests=requests, max_seconds=600, image_url=image_url, warmup=1)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()

@@ -1,0 +1,77 @@
+"""The benchmark harness's own parts: the load generator on a loopback server, its refusal of other
+addresses, the config overrides, and the report's ratios against the targets."""
+
+import asyncio
+
+import httpx
+import pytest
+import typer
+
+from bench.app import bench_config
+from bench.load import Target, require_loopback, run_load
+from bench.report import markdown, rows
+from bench.stats import latency_summary
+from tests.image_server import ImageServer
+
+
+def test_latency_summary_percentiles():
+    summary = latency_summary([float(v) for v in range(1, 101)])
+    assert summary["n"] == 100 and summary["p50"] == 50.5 and summary["p99"] == pytest.approx(99.01)
+    assert latency_summary([]) == {"n": 0}
+
+
+def test_load_generator_counts_answers_and_failures_on_loopback():
+    def build(target, client):
+        paths = iter(["/photos/dog-on-porch.jpg", "/missing"] * 50)
+
+        async def request():
+            response = await client.get(next(paths))
+            return response.status_code, None
+
+        return request
+
+    with ImageServer() as server:
+        target = Target(server.url, b"", "", None, 5)
+        result = asyncio.run(run_load(build, target, concurrency=4, requests=20, max_seconds=60, warmup=0))
+    assert result["sent"] == 20 and result["ok"] == 10
+    assert result["statuses"] == {"200": 10, "404": 10}
+    assert result["latency_ms"]["n"] == 10 and result["throughput_rps"] > 0
+
+
+@pytest.mark.parametrize("url", ["http://10.0.0.1:8000", "http://example.com", "http://169.254.169.254/"])
+def test_load_generator_refuses_anything_but_loopback(url):
+    with pytest.raises(typer.BadParameter, match="loopback"):
+        require_loopback(url)
+    require_loopback("http://127.0.0.1:8000")
+    require_loopback("http://[::1]:8000")
+
+
+def test_bench_config_applies_overrides_and_admits_the_loopback_photo_server():
+    config = bench_config({"api.Vision.user_config.torch_threads": 1, "ui.args.concurrency_limit": 16})
+    apps = {app["name"]: app for app in config["applications"]}
+    vision = next(d for d in apps["api"]["deployments"] if d["name"] == "Vision")
+    assert vision["user_config"]["torch_threads"] == 1 and vision["user_config"]["kind"] == "registry"
+    assert apps["ui"]["args"]["concurrency_limit"] == 16
+    assert apps["api"]["args"]["limits"]["url_allowlist"] == ["127.0.0.1/32"]
+
+
+def test_report_puts_each_figure_beside_its_baseline_and_judges_the_target():
+    results = {
+        "started": "now",
+        "machine": {"cpus": 2, "platform": "linux"},
+        "settings": {},
+        "baselines": {"pipeline": {"latency_ms": {"p50": 100, "p95": 110, "p99": 120}}, "batched": {"throughput_ips": 40}},
+        "B1": {"api": {"latency_ms": {"p50": 130, "p95": 150, "p99": 160}}, "ui_rest": {"latency_ms": {"p50": 140}}},
+        "B2": {"16": {"throughput_rps": 38}},
+        "B3": {"ours": {"latency_ms": {"p50": 100}}, "tutorial": {"latency_ms": {"p50": 12000}}},
+        "B6": {"cold_start_s": 25.0, "memory_mib_after_load": 3000},
+    }
+    found = {row.measure: row for row in rows(results)}
+    assert found["API p50, one dog photo"].comparison == pytest.approx(1.3) and found["API p50, one dog photo"].met is False
+    assert found["Gradio REST p50"].comparison == 10 and found["Gradio REST p50"].met is True
+    assert found["API throughput, concurrency 16"].comparison == pytest.approx(0.95) and found["API throughput, concurrency 16"].met
+    assert found["POST /predict/ p50"].comparison == 120 and found["POST /predict/ p50"].met
+    assert found["cold start (restart)"].met and found["whole app resident (PSS) after load"].met is False  # 3,000 MiB > 3 GB
+    table = markdown(results)
+    assert "| B1 | API p50, one dog photo | 130 ms | 100 ms (bare pipeline p50) | 1.30x | <= 1.25x | **no** |" in table
+    assert "120x lower" in table
