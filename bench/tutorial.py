@@ -17,8 +17,6 @@ e2e-multimodal-ai-workloads example, doggos/serve.py), re-created faithfully on 
 gallery's photos, embedded once, as Parquet (the tutorial's batch-inference output).
 """
 
-from __future__ import annotations
-
 import io
 import shutil
 import signal
@@ -27,7 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import typer
-from starlette.requests import Request  # module level: FastAPI resolves the route's annotations here
+
+# Module level and no `from __future__ import annotations`: Serve ships the ingress class to its replica
+# by value, and FastAPI must resolve the route's `Request` annotation there.
+from starlette.requests import Request
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_DIR = ROOT / "backend" / "gallery_seed"
