@@ -126,6 +126,7 @@ def run_all(wanted, work: Path, results: dict, requests: int, search_sizes: str,
             finally:
                 results.setdefault("B6", {})["stop_s"] = round(app.stop(), 1)
             results["B6"]["cold_start_first_run_s"] = round(cold, 1)
+        if "B6" in wanted:
             restart = App(bench_config(overrides), free_port(), work / "data", work, app_env)
             console.rule("Restart (same data dir)")
             results["B6"]["cold_start_s"] = round(restart.start(), 1)

@@ -91,12 +91,16 @@ class PhotoCallbacks:
         missing = [(photo_id, path) for photo_id, path in zip(photo_ids, paths) if not path.exists()]
         if missing:
             thumbnails = await self.gallery.thumbnails.remote([photo_id for photo_id, _ in missing])
-            for (_, path), data in zip(missing, thumbnails):
-                if data:
-                    partial = path.with_suffix(".part")
-                    partial.write_bytes(data)
-                    partial.replace(path)  # a concurrent answer never sees half a file
+            await asyncio.to_thread(self._write_thumbnails, [path for _, path in missing], thumbnails)
         return [path if path.exists() else None for path in paths]
+
+    @staticmethod
+    def _write_thumbnails(paths: list[Path], thumbnails: list[bytes | None]) -> None:
+        for path, data in zip(paths, thumbnails):
+            if data:
+                partial = path.with_suffix(".part")
+                partial.write_bytes(data)
+                partial.replace(path)  # a concurrent answer never sees half a file
 
     async def _photo_bytes(self, photo: str | None, url: str) -> bytes:
         if photo:
