@@ -2,6 +2,7 @@
 addresses, the config overrides, and the report's ratios against the targets."""
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -32,7 +33,9 @@ def test_load_generator_counts_answers_and_failures_on_loopback():
 
     with ImageServer() as server:
         target = Target(server.url, b"", "", None, 5)
-        result = asyncio.run(run_load(build, target, concurrency=4, requests=20, max_seconds=60, warmup=0))
+        # In a thread of its own: after the browser tests, Playwright's event loop runs in this one.
+        with ThreadPoolExecutor(1) as pool:
+            result = pool.submit(asyncio.run, run_load(build, target, concurrency=4, requests=20, max_seconds=60, warmup=0)).result()
     assert result["sent"] == 20 and result["ok"] == 10
     assert result["statuses"] == {"200": 10, "404": 10}
     assert result["latency_ms"]["n"] == 10 and result["throughput_rps"] > 0
