@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import copy
 import logging
+import multiprocessing
 import signal
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from backend.local import apply_local_env, load_serve_config, start_local_serve
+from backend.local import apply_local_env, driver_handle, load_serve_config, start_local_serve
 
 apply_local_env()  # before anything imports ray
 
@@ -62,7 +64,9 @@ def up(
     except ValueError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
-    _bootstrap_registry(serve_config)
+    # In a process of its own: MLflow and torch, imported here, would hold ~400 MB for as long as the app runs.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as apart:
+        apart.submit(_bootstrap_registry, serve_config).result()
     with console.status("Starting Ray and deploying the applications (first start loads the models)…") as status:
         running = start_local_serve(
             serve_config,
@@ -307,8 +311,6 @@ def with_ui_settings(
 
 def _print_share_link(serve_config: dict) -> None:
     """Waits for the UI replica's share link (if the config asks for one) and prints it, or why not."""
-    from ray import serve
-
     from ui.share import ShareSettings
 
     for app in serve_config.get("applications", []):
@@ -317,7 +319,7 @@ def _print_share_link(serve_config: dict) -> None:
         settings = ShareSettings.model_validate((app.get("args") or {}).get("share") or {})
         if not settings.enabled:
             continue
-        handle = serve.get_deployment_handle("GradioUI", app_name=app["name"])
+        handle = driver_handle("GradioUI", app["name"])
         with console.status("Opening the share link…"):
             status = handle.share_link.remote(wait_s=settings.timeout_s + 1).result()
         if status.state == "ready":

@@ -29,6 +29,8 @@ from shared.schemas import DeploymentStatus
 
 logger = logging.getLogger("ray.serve")
 
+MAX_CONCURRENT_PASSES = 4
+
 
 class VisionSettings(BaseModel):
     """The deployment's `user_config`."""
@@ -44,14 +46,21 @@ class VisionSettings(BaseModel):
     tracking_uri: str | None = Field(None, description="MLflow store; None: $MLFLOW_TRACKING_URI or SQLite in the data dir.")
     follow_alias_s: float = Field(10.0, ge=0, description="How often to check where the alias points; 0: never.")
     dog_threshold: float = Field(0.5, ge=0, le=1, description="Dog score from which a photo is a dog.")
-    torch_threads: int = Field(1, ge=1)
+    torch_threads: int = Field(1, ge=1, description="Threads one forward pass uses.")
+    concurrent_passes: int = Field(
+        1, ge=1, le=MAX_CONCURRENT_PASSES, description="Forward passes at once, each in a thread of its own (torch releases the GIL)."
+    )
+    max_batch_size: int = Field(8, ge=1, le=256, description="Most images in one forward pass.")
+    batch_wait_timeout_s: float = Field(
+        0.0, ge=0, le=1, description="How long a forward pass waits for more images to join once one is waiting."
+    )
 
     def source(self) -> tuple:
         """What decides which model to load (the rest applies without a reload)."""
         return self.kind, self.model, self.tracking_uri
 
 
-@serve.deployment(name="Vision", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=16, user_config={})
+@serve.deployment(name="Vision", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=32, user_config={})
 class Vision:
     async def __init__(self) -> None:
         self.settings: VisionSettings | None = None
@@ -62,6 +71,7 @@ class Vision:
         self.load_seconds = 0.0  # how long loading the serving model took (it served meanwhile)
         # Loads (from reconfigure and from the alias check) one at a time.
         self.swap_lock = threading.Lock()
+        self.passes = asyncio.Semaphore(1)  # sized by the settings (reconfigure)
         self.follower = asyncio.get_running_loop().create_task(self._follow_alias())
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -78,7 +88,12 @@ class Vision:
             torch.set_num_threads(settings.torch_threads)
             if self.settings is None or self.settings.source() != settings.source():
                 self._load(settings)
-            self.model.dog_threshold = settings.dog_threshold  # a per-call setting: no reload
+            # Per-call settings: no reload.
+            self.model.dog_threshold = settings.dog_threshold
+            self._analyse_batch.set_max_batch_size(settings.max_batch_size)
+            self._analyse_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+            if self.settings is None or self.settings.concurrent_passes != settings.concurrent_passes:
+                self.passes = asyncio.Semaphore(settings.concurrent_passes)  # passes running finish on the old one
             self.settings = settings
 
     def _follow(self, settings: VisionSettings) -> None:
@@ -157,14 +172,17 @@ class Vision:
         """One image's model input (uint8, from shared.images.to_model_input) -> its analysis."""
         return await self._analyse_batch(pixels)
 
-    # Concurrent requests wait up to 10 ms to share one forward pass. Measured on 2 cores, the pass
-    # costs the same per image at batch 1 and 8 (~39 images/s with 2 threads): what a batch saves
-    # here is per-call overhead (one thread hand-off per batch); with more cores or a GPU it saves more.
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    # Sizes and wait come from the settings (reconfigure). Serve's batcher forms a batch from what has
+    # arrived within the wait, then the batch waits for a free pass: with no wait the batches stay
+    # small, which costs little on a CPU (a pass costs about as much per image at batch 1 as at 4, and
+    # more at 8: bench/README); on a GPU, a wait of a few ms fills them. The decorator's cap on batches
+    # at once is fixed, so `self.passes` holds them to the settings' concurrent_passes.
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0, max_concurrent_batches=MAX_CONCURRENT_PASSES)
     async def _analyse_batch(self, batch: list[np.ndarray]) -> list[ImageAnalysis]:
-        # Off the event loop: the replica keeps answering health checks and queueing requests. The
-        # batch runs on the model of the moment it starts; a swap meanwhile affects the next batch.
-        return await asyncio.to_thread(self.model.analyse, batch)
+        async with self.passes:
+            # Off the event loop: the replica keeps answering health checks and queueing requests. The
+            # batch runs on the model of the moment it starts; a swap meanwhile affects the next batch.
+            return await asyncio.to_thread(self.model.analyse, batch)
 
     def status(self) -> DeploymentStatus:
         ready = self.model is not None

@@ -34,7 +34,7 @@ apply_local_env()
 import httpx  # noqa: E402
 
 from backend.cli import _bootstrap_registry, with_ui_settings  # noqa: E402
-from backend.local import free_port, load_serve_config, start_local_serve  # noqa: E402
+from backend.local import driver_handle, free_port, load_serve_config, start_local_serve  # noqa: E402
 from bench.stats import percentile  # noqa: E402
 from tests import netguard  # noqa: E402
 from tests.share_server import ShareServer  # noqa: E402
@@ -66,9 +66,7 @@ def main() -> None:
         _bootstrap_registry(config)
         running = start_local_serve(config, http_port=free_port())
         try:
-            from ray import serve
-
-            link = serve.get_deployment_handle("GradioUI", app_name="ui").share_link.remote(wait_s=30).result().url
+            link = driver_handle("GradioUI", "ui").share_link.remote(wait_s=30).result().url
             local = running.url + "/ui/"
 
             # Opening a link, in-process against the same proxy (the replica's own is already open).

@@ -39,7 +39,7 @@ class GalleryEntry:
 @dataclass(frozen=True)
 class PreparedPhoto:
     pixels: Any  # uint8 model input
-    thumbnail: bytes  # JPEG for the gallery
+    thumbnail: bytes | None  # JPEG for the gallery, made only for photos that go there
 
 
 class PhotoService:
@@ -55,13 +55,14 @@ class PhotoService:
             self._embedder = await self.vision.embedder.remote()
         return self._embedder
 
-    async def prepare(self, data: bytes) -> PreparedPhoto:
-        """Decode, check and reduce, in a worker thread: Pillow work stays off the event loop."""
+    async def prepare(self, data: bytes, thumbnail: bool = False) -> PreparedPhoto:
+        """Decode, check and reduce (and make the gallery's thumbnail if asked: a third of the work),
+        in a worker thread: Pillow work stays off the event loop."""
         spec = (await self.embedder()).input_spec
 
         def work() -> PreparedPhoto:
             image = decode_image(data, self.limits)
-            return PreparedPhoto(to_model_input(image, spec), thumbnail_jpeg(image))
+            return PreparedPhoto(to_model_input(image, spec), thumbnail_jpeg(image) if thumbnail else None)
 
         return await asyncio.to_thread(work)
 
@@ -89,7 +90,7 @@ class PhotoService:
     async def gallery_entry(self, data: bytes, label: str | None, label_source: str = "user") -> GalleryEntry:
         """Everything the gallery stores of a photo. Without a label it gets the predicted breed
         (marked "predicted") when it is a dog, and none otherwise."""
-        photo = await self.prepare(data)
+        photo = await self.prepare(data, thumbnail=True)
         async with asyncio.timeout(self.limits.request_timeout_s):
             analysis = await self.vision.analyse.remote(photo.pixels)
         label, label_source = gallery_label(label, label_source, analysis)

@@ -15,7 +15,7 @@ from playwright.sync_api import Browser, Page, expect
 from playwright.sync_api import Error as PlaywrightError
 
 from backend.cli import with_ui_settings
-from backend.local import LocalServe
+from backend.local import LocalServe, driver_handle
 from backend.models.text import split_sentences
 from tests.share_server import ShareServer, closed_port_address
 from ui.examples import APOLLO_11
@@ -46,13 +46,11 @@ class SharedUi:
 
     def deploy(self, login: str | None = None, share_basic_auth: str | None = None, **share: object) -> ShareStatus:
         """The share link's status, once it is up or has failed."""
-        from ray import serve
-
         settings = (login, share_basic_auth, sorted(share.items()))
         if settings != self.current:
             config = with_ui_settings(self.config, {"enabled": True, **share}, login, share_basic_auth)
             self.running.deploy(config)
-            handle = serve.get_deployment_handle("GradioUI", app_name="ui")
+            handle = driver_handle("GradioUI", "ui")
             # In a thread: Playwright's sync API keeps an asyncio loop in this one, where handles refuse to block.
             with ThreadPoolExecutor(1) as thread:
                 self.status = thread.submit(lambda: handle.share_link.remote(wait_s=30).result()).result()
