@@ -33,6 +33,11 @@ class SummarizerSettings(BaseModel):
     num_beams: int | None = Field(None, ge=1)
     max_length: int | None = Field(None, ge=1)
     min_length: int | None = Field(None, ge=0)
+    first_chunk_tokens: int | None = Field(
+        128, ge=16, description="Tokens in the first chunk of a long article (None: a full input window). "
+        "The encoder reads a whole chunk before the first word streams out: 128 tokens take about a quarter "
+        "of the time of t5-small's 512.",
+    )
     # Ray sets OMP threads to 1 in workers; say how many cores a replica's torch may use.
     torch_threads: int = Field(1, ge=1)
 
@@ -65,6 +70,8 @@ class Summarizer:
         current = (self.settings.kind, self.settings.load_params()) if self.settings else None
         if current != (settings.kind, settings.load_params()):
             self.model = load_summarizer(settings.kind, **settings.load_params())
+        if settings.kind == "seq2seq":
+            self.model.first_chunk_tokens = settings.first_chunk_tokens  # chunking only: no reload
         self.settings = settings
 
     # Sync methods: Serve runs them on its thread pool, so model work never blocks the replica's event loop.

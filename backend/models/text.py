@@ -190,6 +190,7 @@ class Seq2SeqSummarizer:
     prefix: str
     generation: dict[str, Any]  # generate() settings: the checkpoint's defaults, then load-time overrides
     input_window: int  # tokens the encoder takes, prefix included
+    first_chunk_tokens: int | None = None  # a shorter first chunk (preprocess); None: a full window
 
     @classmethod
     def load(
@@ -228,27 +229,47 @@ class Seq2SeqSummarizer:
         return len(self.tokenizer(self.prefix + text, truncation=False, verbose=False)["input_ids"])
 
     def preprocess(self, text: str) -> list[str]:
-        """Split the article into chunks whose prompt (prefix + chunk) fits the input window,
-        at sentence boundaries; a sentence longer than a window is cut between tokens."""
-        chunks: list[str] = []
-        current = ""
-        for sentence in split_sentences(text):
-            candidate = f"{current} {sentence}" if current else sentence
-            if self._token_count(candidate) <= self.input_window:
-                current = candidate
-                continue
-            if current:
-                chunks.append(current)
-            if self._token_count(sentence) <= self.input_window:
-                current = sentence
-            else:
-                *whole, current = self._split_long_sentence(sentence)
-                chunks.extend(whole)
-        if current:
-            chunks.append(current)
-        if not chunks:
+        """Split the article into chunks whose prompt (prefix + chunk) fits the input window, at
+        sentence boundaries; a sentence longer than a window is cut between tokens. The first chunk
+        stops at `first_chunk_tokens` when set: the encoder reads a whole chunk before the first word
+        comes out, so a short first chunk starts the stream sooner."""
+        sentences = split_sentences(text)
+        if not sentences:
             raise InvalidArticle("The text holds no sentence to summarize.")
+        # Each sentence is tokenized once; a chunk's count is the sum of its sentences' counts plus
+        # the prompt's own tokens, checked exactly once the chunk is made (tokenizing every growing
+        # candidate was quadratic in the article's length).
+        counts = [len(ids) for ids in self.tokenizer(sentences, add_special_tokens=False, verbose=False)["input_ids"]]
+        overhead = self._token_count("")
+        budget = min(self.first_chunk_tokens or self.input_window, self.input_window)
+        chunks: list[str] = []
+        current: list[str] = []
+        used = overhead
+        for sentence, count in zip(sentences, counts):
+            if current and used + count > budget:
+                chunks.extend(self._fit(" ".join(current)))
+                current, used, budget = [], overhead, self.input_window
+            if overhead + count > self.input_window:
+                chunks.extend(self._fit(sentence))
+                budget = self.input_window
+                continue
+            current.append(sentence)
+            used += count
+        if current:
+            chunks.extend(self._fit(" ".join(current)))
         return chunks
+
+    def _fit(self, chunk: str) -> list[str]:
+        """The chunk as it is if its exact prompt fits the window; else its sentences packed by exact
+        counts (sums of sentence counts can be off by a token or two at the joins), or, for a single
+        sentence longer than a window, cut between tokens."""
+        if self._token_count(chunk) <= self.input_window:
+            return [chunk]
+        sentences = split_sentences(chunk)
+        if len(sentences) == 1:
+            return self._split_long_sentence(chunk)
+        middle = len(sentences) // 2
+        return self._fit(" ".join(sentences[:middle])) + self._fit(" ".join(sentences[middle:]))
 
     def _split_long_sentence(self, sentence: str) -> list[str]:
         ids = self.tokenizer(sentence, add_special_tokens=False, verbose=False)["input_ids"]
