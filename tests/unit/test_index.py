@@ -47,6 +47,30 @@ def test_ann_index_takes_over_for_large_galleries_with_high_recall():
     assert recall >= 0.95
 
 
+def test_breed_filter_on_the_ann_index_keeps_to_the_breeds_with_high_recall():
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(20, 32))
+    kinds = rng.integers(0, 20, 3000)
+    vectors = centres[kinds] + 0.3 * rng.normal(size=(3000, 32))
+    labels = [f"breed-{k % 6}" for k in kinds]
+    labels[7] = "rare"  # one photo of its kind
+    rows = [(i + 1, label, v) for i, (label, v) in enumerate(zip(labels, vectors))]
+    exact, ann = VectorIndex(32, ann_threshold=10**9), VectorIndex(32, ann_threshold=1000)
+    exact.extend(rows), ann.extend(rows)
+    # As the app filters: by the breeds the model sees in the photo, so the photos of those breeds lie
+    # near the query (centres 0, 1, 6, 7, 12, 13 are breed-0 and breed-1 photos).
+    wanted = ["breed-0", "breed-1"]
+    queries = centres[[0, 1, 6, 7, 12, 13]] + 0.3 * rng.normal(size=(6, 32))
+    recalls = []
+    for q in queries:
+        found = ann.search(q, 10, wanted)
+        assert len(found) == 10 and {m.label for m in found} <= set(wanted)
+        recalls.append(len({m.id for m in found} & {m.id for m in exact.search(q, 10, wanted)}) / 10)
+    assert np.mean(recalls) >= 0.95
+    # A label with fewer photos than asked for: every photo is a candidate (the fallback), as when exact.
+    assert [m.id for m in ann.search(vectors[7], 1, ["rare"])] == [8]
+
+
 def test_store_add_is_durable_and_a_new_process_sees_it(tmp_path):
     url = f"sqlite:///{tmp_path / 'gallery.db'}"
     store = GalleryStore(url)
