@@ -78,6 +78,20 @@ def test_long_article_is_chunked_at_sentences_and_nothing_is_dropped(summarizer)
         assert any(sentence in chunk for chunk in chunks)
 
 
+def test_a_short_first_chunk_starts_the_stream_sooner_and_the_rest_fill_the_window(tiny_t5):
+    whole = load_summarizer("seq2seq", model=str(tiny_t5))
+    short_first = load_summarizer("seq2seq", model=str(tiny_t5))
+    short_first.first_chunk_tokens = 16
+    article = "The crew is well. The sea is calm. The moon is up. " + APOLLO_11  # short sentences first
+    chunks = short_first.preprocess(article)
+    counts = [short_first._token_count(chunk) for chunk in chunks]
+    assert counts[0] <= 16 < whole._token_count(whole.preprocess(article)[0])
+    assert all(count <= WINDOW for count in counts)
+    assert normalise(" ".join(chunks)) == normalise(article)
+    # After the first, chunks are packed as without the setting: the same chunks for the same text.
+    assert chunks[1:] == whole.preprocess(" ".join(chunks[1:]))
+
+
 def test_summary_has_one_partial_summary_per_chunk_within_the_length_limit(summarizer):
     summary = summarizer.summarize(APOLLO_11, max_length=4)
     assert summary.pieces == len(summarizer.preprocess(APOLLO_11))
