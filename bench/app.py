@@ -39,6 +39,12 @@ def bench_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     return config
 
 
+def user_config(config: dict[str, Any], app_name: str, deployment: str) -> dict[str, Any]:
+    """One deployment's user_config in a Serve config (empty when it has none)."""
+    app = next(a for a in config["applications"] if a["name"] == app_name)
+    return next((d.get("user_config") or {} for d in app["deployments"] if d["name"] == deployment), {})
+
+
 class App:
     """One `retriever up` process. `start()` returns the cold start: command to every READY_PATH 200."""
 

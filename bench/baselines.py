@@ -24,8 +24,8 @@ from bench.stats import latency_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_DIR = ROOT / "backend" / "gallery_seed"
-# What serve_config.yaml gives the Vision and Summarizer deployments.
-TORCH_THREADS = 2
+# Defaults only: the harness passes what the Serve config gives the Vision and Summarizer deployments.
+TORCH_THREADS = 1
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True)
 
@@ -46,12 +46,25 @@ def timed_ms(call: Callable[[], object], count: int, warmup: int = 3) -> list[fl
 
 
 def _vision(threads: int):
+    """The model the Vision deployment serves on a first start: the packaged one, registered in a
+    registry of its own and loaded from it (the exported graph, not the eager network)."""
+    import os
+    import shutil
+    import tempfile
+
     import torch
 
-    from backend.models.vision import BreedClassifier
+    data_dir = tempfile.mkdtemp(prefix="retriever-bench-registry-")
+    os.environ["RETRIEVER_DATA_DIR"] = data_dir
+    try:
+        from backend.models.registry import DEFAULT_MODEL, Registry
 
-    torch.set_num_threads(threads)
-    return BreedClassifier.packaged()
+        torch.set_num_threads(threads)
+        registry = Registry(None)
+        registry.ensure_packaged()
+        return registry.load(registry.resolve(DEFAULT_MODEL))
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @cli.command()
@@ -86,8 +99,11 @@ def pipeline(requests: int = 50, threads: int = TORCH_THREADS, matches: int = 5)
 
 
 @cli.command()
-def batched(seconds: float = 20, batch: int = 8, threads: int = TORCH_THREADS) -> None:
-    """B2's baseline: the model alone on full batches, back to back (images/s)."""
+def batched(seconds: float = 20, batch: int = 8, threads: int = TORCH_THREADS, passes: int = 1) -> None:
+    """B2's baseline: the model alone on full batches, back to back, `passes` at once as the Vision
+    deployment runs them (images/s)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from shared.config import Limits
     from shared.images import decode_image, to_model_input
 
@@ -95,12 +111,20 @@ def batched(seconds: float = 20, batch: int = 8, threads: int = TORCH_THREADS) -
     pixels = to_model_input(decode_image(PHOTO.read_bytes(), Limits()), model.input_spec)
     images = [pixels] * batch
     model.analyse(images)
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        model.analyse(images)
-        done += batch
+    started = time.perf_counter()
+
+    def run_passes() -> int:
+        done = 0
+        while time.perf_counter() - started < seconds:
+            model.analyse(images)
+            done += batch
+        return done
+
+    with ThreadPoolExecutor(passes) as pool:
+        done = sum(pool.map(lambda _: run_passes(), range(passes)))
     elapsed = time.perf_counter() - started
-    emit({"threads": threads, "batch": batch, "images": done, "elapsed_s": round(elapsed, 2), "throughput_ips": round(done / elapsed, 2)})
+    emit({"threads": threads, "passes": passes, "batch": batch, "images": done, "elapsed_s": round(elapsed, 2),
+          "throughput_ips": round(done / elapsed, 2)})
 
 
 @cli.command()
@@ -149,14 +173,18 @@ def build_t5(path: Path) -> None:
 
 
 @cli.command()
-def abstractive(path: Path, requests: int = 5, threads: int = TORCH_THREADS, num_beams: int = 1) -> None:
-    """B4's abstractive baseline: time to the first streamed piece and to the whole summary."""
+def abstractive(
+    path: Path, requests: int = 5, threads: int = TORCH_THREADS, num_beams: int = 1, first_chunk_tokens: int = 0
+) -> None:
+    """B4's abstractive baseline: time to the first streamed piece and to the whole summary
+    (`first_chunk_tokens` 0: a full first window)."""
     import torch
 
     from backend.models.text import Seq2SeqSummarizer
 
     torch.set_num_threads(threads)
     model = Seq2SeqSummarizer.load(path, num_beams=num_beams)
+    model.first_chunk_tokens = first_chunk_tokens or None
     article = ARTICLE_600.read_text(encoding="utf-8")
     first, total, pieces = [], [], 0
     for i in range(requests + 1):

@@ -13,6 +13,7 @@ import asyncio
 import ipaddress
 import json
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -83,38 +84,73 @@ def api_summary(target: Target, client: httpx.AsyncClient) -> Request:
     return request
 
 
+class GradioQueue:
+    """Gradio's queue protocol as the browser speaks it, over the load generator's keep-alive client:
+    join the queue, then read the event's messages (server-sent events) to its completion.
+    (gradio_client opens fresh connections and threads per call: its own cost, not the server's.)"""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.fn_ids: dict[str, int] = {}
+
+    async def upload(self, name: str, data: bytes) -> dict | None:
+        response = await self.client.post("/ui/gradio_api/upload", files={"files": (name, data, "image/jpeg")})
+        if response.status_code != 200:
+            return None
+        return {"path": response.json()[0], "orig_name": name, "meta": {"_type": "gradio.FileData"}}
+
+    async def call(self, api_name: str, data: list) -> tuple[int, float | None]:
+        """(200 when the event completed successfully, ms to its first streamed output or None)."""
+        if not self.fn_ids:
+            config = (await self.client.get("/ui/config")).json()
+            self.fn_ids = {d["api_name"]: d["id"] for d in config["dependencies"] if d.get("api_name")}
+        started = time.perf_counter()
+        session = uuid.uuid4().hex
+        joined = await self.client.post(
+            "/ui/gradio_api/queue/join",
+            json={"data": data, "fn_index": self.fn_ids[api_name], "session_hash": session, "event_data": None, "trigger_id": None},
+        )
+        if joined.status_code != 200:
+            return joined.status_code, None
+        first = None
+        async with self.client.stream("GET", "/ui/gradio_api/queue/data", params={"session_hash": session}) as events:
+            async for line in events.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_generating" and first is None:
+                    first = (time.perf_counter() - started) * 1000
+                if message.get("msg") == "process_completed":
+                    return (200 if message.get("success") else 500), first
+        return 502, first  # the stream ended without a completion
+
+
 @scenario("ui-rest-photo")
 def ui_rest_photo(target: Target, client: httpx.AsyncClient) -> Request:
     """Gradio's REST path (no queue), as a program calls it: upload the photo, then run `/find`."""
 
+    gradio = GradioQueue(client)
+
     async def request():
-        upload = await client.post("/ui/gradio_api/upload", files={"files": ("dog.jpg", target.photo, "image/jpeg")})
-        if upload.status_code != 200:
-            return upload.status_code, None
-        photo = {"path": upload.json()[0], "orig_name": "dog.jpg", "meta": {"_type": "gradio.FileData"}}
+        photo = await gradio.upload("dog.jpg", target.photo)
+        if photo is None:
+            return 500, None
         response = await client.post("/ui/gradio_api/run/find", json={"data": [photo, "", target.matches]})
         return response.status_code, None
 
     return request
 
 
-def _gradio_client(target: Target):
-    from gradio_client import Client
-
-    return Client(target.url + "/ui/", verbose=False, download_files=False)
-
-
 @scenario("ui-queue-photo")
 def ui_queue_photo(target: Target, client: httpx.AsyncClient) -> Request:
-    """Gradio's queue, as the browser and gradio_client use it (upload, join, results over SSE)."""
-    from gradio_client import handle_file
-
-    ui = _gradio_client(target)
-    path = str(PHOTO)
+    """Gradio's queue, as the browser uses it: upload, join, results over SSE."""
+    queue = GradioQueue(client)
 
     async def request():
-        await asyncio.to_thread(ui.predict, handle_file(path), "", target.matches, api_name="/find")
-        return 200, None
+        photo = await queue.upload("dog.jpg", target.photo)
+        if photo is None:
+            return 500, None
+        return await queue.call("find", [photo, "", target.matches])
 
     return request
 
@@ -122,20 +158,10 @@ def ui_queue_photo(target: Target, client: httpx.AsyncClient) -> Request:
 @scenario("ui-queue-summary")
 def ui_queue_summary(target: Target, client: httpx.AsyncClient) -> Request:
     """A summary streamed through Gradio's queue: time to the first piece, and to the end."""
-    ui = _gradio_client(target)
-
-    def stream() -> float | None:
-        started = time.perf_counter()
-        first = None
-        job = ui.submit(target.article, api_name="/summarize")
-        for summary, _info in job:
-            if first is None and summary:
-                first = (time.perf_counter() - started) * 1000
-        job.result()
-        return first
+    queue = GradioQueue(client)
 
     async def request():
-        return 200, await asyncio.to_thread(stream)
+        return await queue.call("summarize", [target.article])
 
     return request
 

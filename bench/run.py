@@ -26,8 +26,9 @@ import typer
 import yaml
 from rich.console import Console
 
-from bench.app import App, bench_config
+from bench.app import App, bench_config, user_config
 from bench.report import write_report
+from backend.summarizer import SummarizerSettings
 from backend.local import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,14 +99,24 @@ def run_all(wanted, work: Path, results: dict, requests: int, search_sizes: str,
     t5_dir = work / "t5-small-shaped"
     baselines: dict[str, Any] = results.setdefault("baselines", {})
     console.rule("Baselines (in-process, no serving)")
+    # The baselines run the models as the config has the deployments run them (threads, batches).
+    config = bench_config(overrides)
+    vision, summarizer = user_config(config, "api", "Vision"), user_config(config, "api", "Summarizer")
+    vision_threads = ["--threads", str(vision.get("torch_threads", 1))]
+    text_threads = ["--threads", str(summarizer.get("torch_threads", 1))]
     if wanted & {"B1"}:
-        baselines["pipeline"] = worker("bench.baselines", "pipeline", "--requests", str(requests))
+        baselines["pipeline"] = worker("bench.baselines", "pipeline", "--requests", str(requests), *vision_threads)
     if wanted & {"B2"}:
-        baselines["batched"] = worker("bench.baselines", "batched")
+        baselines["batched"] = worker("bench.baselines", "batched", *vision_threads,
+                                      "--batch", str(vision.get("max_batch_size", 8)),
+                                      "--passes", str(vision.get("concurrent_passes", 1)))
     if wanted & {"B4"}:
-        baselines["extractive"] = worker("bench.baselines", "extractive", "--requests", str(min(requests, 30)))
+        baselines["extractive"] = worker("bench.baselines", "extractive", "--requests", str(min(requests, 30)), *text_threads)
         worker("bench.baselines", "build-t5", str(t5_dir))
-        baselines["abstractive"] = worker("bench.baselines", "abstractive", str(t5_dir), "--requests", "5")
+        # Chunked as the seq2seq app below chunks (the Summarizer's default first_chunk_tokens unless --set).
+        first_chunk = summarizer.get("first_chunk_tokens", SummarizerSettings().first_chunk_tokens) or 0
+        baselines["abstractive"] = worker("bench.baselines", "abstractive", str(t5_dir), "--requests", "5", *text_threads,
+                                          "--first-chunk-tokens", str(first_chunk))
     if wanted & {"B5"}:
         console.print(f"  B5 gallery search at {search_sizes} vectors (minutes at 1M)")
         results["B5"] = worker("bench.baselines", "search", "--sizes", search_sizes, timeout_s=3600)
