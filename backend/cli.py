@@ -64,7 +64,7 @@ def up(
     except ValueError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
-    # In a process of its own: MLflow and torch, imported here, would hold ~400 MB for as long as the app runs.
+    # In a process of its own: MLflow and torch, imported here, would hold ~200 MB for as long as the app runs.
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as apart:
         apart.submit(_bootstrap_registry, serve_config).result()
     with console.status("Starting Ray and deploying the applications (first start loads the models)…") as status:
