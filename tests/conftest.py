@@ -54,14 +54,15 @@ def serve_deployment(image_server: ImageServer, gallery_database: str) -> Iterat
 
     Changed only where a test run must differ: the stores live in a temp dir, the local image server is
     on the URL allowlist, Vision checks its registry alias every second, and every Ray worker refuses
-    non-loopback connections like this process."""
+    non-loopback connections like this process (on the asyncio loop, where the guard sees every connect)."""
     from backend.local import load_serve_config, start_local_serve
 
     config = load_serve_config(ROOT / "serve_config.yaml")
     for app in config["applications"]:
         app["args"]["limits"] = {**app["args"]["limits"], "url_allowlist": [f"127.0.0.1:{image_server.port}"]}
         env = app.setdefault("runtime_env", {})
-        env["env_vars"] = {**env.get("env_vars", {}), "PYTHONPATH": str(ROOT)}
+        # The asyncio event loop, not uvloop: uvloop resolves and connects in C, past tests.netguard.
+        env["env_vars"] = {**env.get("env_vars", {}), "PYTHONPATH": str(ROOT), "RAY_USE_UVLOOP": "0"}
         env["worker_process_setup_hook"] = "tests.netguard.install"
         if app["name"] == "api":
             app["args"]["gallery"] = {**app["args"]["gallery"], "database_url": gallery_database}
