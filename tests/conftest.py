@@ -61,9 +61,13 @@ def serve_deployment(image_server: ImageServer, gallery_database: str) -> Iterat
     for app in config["applications"]:
         app["args"]["limits"] = {**app["args"]["limits"], "url_allowlist": [f"127.0.0.1:{image_server.port}"]}
         env = app.setdefault("runtime_env", {})
-        # The asyncio event loop, not uvloop: uvloop resolves and connects in C, past tests.netguard.
-        env["env_vars"] = {**env.get("env_vars", {}), "PYTHONPATH": str(ROOT), "RAY_USE_UVLOOP": "0"}
-        env["worker_process_setup_hook"] = "tests.netguard.install"
+        # tests/guarded_site's sitecustomize installs tests.netguard in every worker at start-up; the
+        # asyncio event loop, not uvloop, which resolves and connects in C, past the guard.
+        env["env_vars"] = {
+            **env.get("env_vars", {}),
+            "PYTHONPATH": f"{ROOT / 'tests' / 'guarded_site'}:{ROOT}",
+            "RAY_USE_UVLOOP": "0",
+        }
         if app["name"] == "api":
             app["args"]["gallery"] = {**app["args"]["gallery"], "database_url": gallery_database}
     config = with_vision_config(config, follow_alias_s=1.0)
