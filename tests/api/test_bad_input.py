@@ -6,6 +6,7 @@ get a readable 4xx, and the service answers normally afterwards."""
 import io
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -54,8 +55,9 @@ def animated_gif() -> bytes:
 
 
 def png_16_bit() -> bytes:
-    grey = dog().convert("L")
-    return encoded(Image.frombytes("I;16", grey.size, bytes(b for v in grey.tobytes() for b in (v, v))), "PNG")
+    """16 bits of grey per pixel, as scanners and medical images save them."""
+    grey = np.asarray(dog().convert("L"), dtype=np.uint16) * 257  # 0..255 -> 0..65535
+    return encoded(Image.fromarray(grey), "PNG")
 
 
 @pytest.mark.parametrize(
