@@ -12,10 +12,12 @@ import time
 from typing import Any
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.config import Limits
 from shared.images import InvalidImage
@@ -40,7 +42,7 @@ logger = logging.getLogger("ray.serve")
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
-        400: "The image URL is refused: not http(s), or a non-public address.",
+        400: "The image URL is refused (not http(s), or a non-public address), or the body is not UTF-8.",
         413: "The text or image is larger than the configured limit.",
         422: "Input that cannot be used: empty or non-text text, a file that is not a readable image, "
         "an image URL that cannot be fetched, or a request that does not match the schema.",
@@ -71,6 +73,14 @@ async def readable_validation_error(request: Request, exc: RequestValidationErro
         where = ".".join(str(part) for part in error["loc"][1:]) or error["loc"][0]
         problems.append(f"{where}: {error['msg']}")
     return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def readable_http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """FastAPI answers a body it cannot decode with "There was an error parsing the body": say why."""
+    if isinstance(exc.__cause__, UnicodeDecodeError):
+        return JSONResponse({"detail": f"body: not UTF-8 text (byte {exc.__cause__.start} cannot be decoded)"}, status_code=400)
+    return await http_exception_handler(request, exc)
 
 
 @serve.deployment(name="Api", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)

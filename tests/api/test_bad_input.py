@@ -135,7 +135,7 @@ def test_broken_predict_bodies_get_a_readable_422(client, request_kwargs, messag
     ("request_kwargs", "status", "message"),
     [
         ({"content": '{"text": "caf\xe9 au lait. It is good."}'.encode("latin-1"),
-          "headers": {"content-type": "application/json"}}, 400, "error parsing the body"),  # not UTF-8 (FastAPI's words)
+          "headers": {"content-type": "application/json"}}, 400, "body: not UTF-8 text (byte 13 cannot be decoded)"),
         ({"json": {"text": "Words. " * 750_000}}, 413, "the limit is 100,000"),  # ~5 MB
         ({"json": {"text": "Replacement \ufffd characters. From a bad decode."}}, 422, "undecodable"),
     ],
