@@ -84,8 +84,8 @@ def api_summary(target: Target, client: httpx.AsyncClient) -> Request:
     return request
 
 
-class GradioQueue:
-    """Gradio's queue protocol as the browser speaks it, over the load generator's keep-alive client:
+class GradioProtocol:
+    """Gradio's HTTP protocol as the browser speaks it, over the load generator's keep-alive client: upload;
     join the queue, then read the event's messages (server-sent events) to its completion.
     (gradio_client opens fresh connections and threads per call: its own cost, not the server's.)"""
 
@@ -129,7 +129,7 @@ class GradioQueue:
 def ui_rest_photo(target: Target, client: httpx.AsyncClient) -> Request:
     """Gradio's REST path (no queue), as a program calls it: upload the photo, then run `/find`."""
 
-    gradio = GradioQueue(client)
+    gradio = GradioProtocol(client)
 
     async def request():
         photo = await gradio.upload("dog.jpg", target.photo)
@@ -144,7 +144,7 @@ def ui_rest_photo(target: Target, client: httpx.AsyncClient) -> Request:
 @scenario("ui-queue-photo")
 def ui_queue_photo(target: Target, client: httpx.AsyncClient) -> Request:
     """Gradio's queue, as the browser uses it: upload, join, results over SSE."""
-    queue = GradioQueue(client)
+    queue = GradioProtocol(client)
 
     async def request():
         photo = await queue.upload("dog.jpg", target.photo)
@@ -158,7 +158,7 @@ def ui_queue_photo(target: Target, client: httpx.AsyncClient) -> Request:
 @scenario("ui-queue-summary")
 def ui_queue_summary(target: Target, client: httpx.AsyncClient) -> Request:
     """A summary streamed through Gradio's queue: time to the first piece, and to the end."""
-    queue = GradioQueue(client)
+    queue = GradioProtocol(client)
 
     async def request():
         return await queue.call("summarize", [target.article])

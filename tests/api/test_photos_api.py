@@ -119,6 +119,15 @@ def test_bad_uploads_get_clear_errors(client, data, status, message):
         ("http://172.16.0.1/dog.jpg", 400, "non-public"),
         ("http://192.168.0.1/dog.jpg", 400, "non-public"),
         ("http://169.254.169.254/latest/meta-data/", 400, "non-public"),
+        ("gopher://127.0.0.1:70/1", 400, "Only http and https"),
+        ("//169.254.169.254/latest", 400, "Only http and https"),
+        ("http:///dog.jpg", 400, "no host"),
+        ("http://2130706433/dog.jpg", 400, "non-public"),  # 127.0.0.1 written as one number
+        ("http://0.0.0.0/dog.jpg", 400, "non-public"),
+        ("http://[::ffff:169.254.169.254]/dog.jpg", 400, "non-public"),  # IPv4-mapped IPv6
+        ("http://user:pw@10.1.2.3/dog.jpg", 400, "non-public"),
+        ("http://[fd00::1]/dog.jpg", 400, "non-public"),  # IPv6 unique local
+        ("http://100.64.0.1/dog.jpg", 400, "non-public"),  # carrier-grade NAT
     ],
 )
 def test_blocked_urls_are_refused(client, url, status, message):
@@ -134,6 +143,9 @@ def test_blocked_urls_are_refused(client, url, status, message):
         ("/not-an-image", 422, "content type text/html"),
         ("/lying-image", 422, "not an image"),
         ("/missing.jpg", 422, "HTTP 404"),
+        ("/redirect-loop", 400, "redirects more than 3 times"),
+        ("/endless", 413, "over the limit of 10 MiB"),
+        ("/slow", 422, "did not answer within 10 s"),
     ],
 )
 def test_misbehaving_image_urls_get_clear_errors(client, image_server, path, status, message):
