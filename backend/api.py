@@ -19,6 +19,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.backends import BackendUnavailable, call
 from shared.config import Limits
 from shared.images import InvalidImage
 from shared.photos import PhotoService
@@ -46,7 +47,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         413: "The text or image is larger than the configured limit.",
         422: "Input that cannot be used: empty or non-text text, a file that is not a readable image, "
         "an image URL that cannot be fetched, or a request that does not match the schema.",
-        503: "A model deployment did not answer in time.",
+        503: "A model deployment is busy (its queue is full), restarting, or did not answer in time; "
+        "the Retry-After header says when to try again.",
     }.items()
 }
 
@@ -83,6 +85,14 @@ async def readable_http_error(request: Request, exc: StarletteHTTPException) -> 
     return await http_exception_handler(request, exc)
 
 
+def unavailable(exc: BackendUnavailable) -> HTTPException:
+    return HTTPException(503, str(exc), headers={"Retry-After": exc.retry_after})
+
+
+def timed_out(what: str) -> HTTPException:
+    return HTTPException(503, f"{what} did not answer in time; try again.", headers={"Retry-After": "5"})
+
+
 @serve.deployment(name="Api", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
 @serve.ingress(api)
 class Api:
@@ -104,14 +114,14 @@ class Api:
         started = time.perf_counter()
         try:
             validate_article(text, self.limits)
-            async with asyncio.timeout(self.limits.request_timeout_s):
-                result = await self.summarizer.summarize.remote(text, options)
+            async with asyncio.timeout(self.limits.summary_timeout_s):
+                result = await call(self.summarizer.summarize, text, options)
         except InvalidArticle as exc:
             raise HTTPException(exc.status_code, error_message(exc)) from exc
+        except BackendUnavailable as exc:
+            raise unavailable(exc) from exc
         except TimeoutError as exc:
-            raise HTTPException(
-                503, "The summarizer did not answer in time; try again.", headers={"Retry-After": "5"}
-            ) from exc
+            raise timed_out("The summarizer") from exc
         return SummarizeResponse(
             summary=result.summary,
             model=result.model,
@@ -141,13 +151,16 @@ class Api:
     # ----------------------------------------------------------------------- dog photos
 
     async def _photo_call(self, request: Request, work) -> Any:
-        """Run photo work, mapping bad input to 4xx and slow backends to 503; image paths made absolute."""
+        """Run photo work, mapping bad input to 4xx and busy, dead or slow backends to 503; image paths
+        made absolute."""
         try:
             result = await work
         except InvalidImage as exc:
             raise HTTPException(exc.status_code, error_message(exc)) from exc
+        except BackendUnavailable as exc:
+            raise unavailable(exc) from exc
         except TimeoutError as exc:
-            raise HTTPException(503, "The vision model did not answer in time; try again.", headers={"Retry-After": "5"}) from exc
+            raise timed_out("The vision model") from exc
         base = str(request.base_url).rstrip("/")
         if isinstance(result, PredictResponse):
             for match in result.top_matches:
@@ -216,7 +229,13 @@ class Api:
         summary="A gallery photo's image (JPEG)",
     )
     async def gallery_image(self, photo_id: int) -> Response:
-        (thumbnail,) = await self.gallery.thumbnails.remote([photo_id])
+        try:
+            async with asyncio.timeout(self.limits.photo_timeout_s):
+                (thumbnail,) = await call(self.gallery.thumbnails, [photo_id])
+        except BackendUnavailable as exc:
+            raise unavailable(exc) from exc
+        except TimeoutError as exc:
+            raise timed_out("The gallery") from exc
         if thumbnail is None:
             raise HTTPException(404, f"No photo {photo_id} in the gallery.")
         return Response(thumbnail, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})

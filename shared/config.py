@@ -12,8 +12,12 @@ class Limits(BaseModel):
 
     # ~15k words: far beyond a news article, small enough that one request cannot hog a replica.
     max_text_chars: int = Field(100_000, ge=1)
-    # How long the UI and the API wait on a backend before giving up with a clear error.
-    request_timeout_s: float = Field(120.0, gt=0)
+    # How long each route waits on the model deployments before answering 503 (the UI: a message). A
+    # summary of a long article takes seconds; a photo takes well under one, but a call that a killed
+    # replica dropped is retried on its replacement, which takes a while to start (~15 s on 2 cores).
+    summary_timeout_s: float = Field(120.0, gt=0)  # GET /Summarizer, POST /api/v1/summarize, the UI's Summarize
+    photo_timeout_s: float = Field(45.0, gt=0)  # POST /predict/, POST /api/v1/photos, the UI's Find
+    gallery_add_timeout_s: float = Field(45.0, gt=0)  # POST /api/v1/gallery, the UI's Add
 
     # Images: bytes of the encoded file, and pixels of the decoded image (a small file can decode
     # to gigabytes: a decompression bomb).

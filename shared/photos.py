@@ -10,6 +10,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from shared.backends import call
 from shared.config import Limits
 from shared.images import Embedder, decode_image, fetch_image_bytes, thumbnail_jpeg, to_model_input
 from shared.schemas import GalleryItem, PhotoMatch, PredictResponse, gallery_image_path
@@ -52,7 +53,7 @@ class PhotoService:
 
     async def embedder(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = await self.vision.embedder.remote()
+            self._embedder = await call(self.vision.embedder)
         return self._embedder
 
     async def prepare(self, data: bytes, thumbnail: bool = False) -> PreparedPhoto:
@@ -71,10 +72,10 @@ class PhotoService:
 
     async def predict(self, data: bytes, k: int = 4, n: int | None = None) -> PredictResponse:
         photo = await self.prepare(data)
-        async with asyncio.timeout(self.limits.request_timeout_s):
-            analysis = await self.vision.analyse.remote(photo.pixels)
+        async with asyncio.timeout(self.limits.photo_timeout_s):
+            analysis = await call(self.vision.analyse, photo.pixels)
             breeds = [breed for breed, _ in analysis.top_breeds(k)]
-            matches = await self.gallery.search.remote(analysis.embedding, breeds, n)
+            matches = await call(self.gallery.search, analysis.embedding, breeds, n)
         return PredictResponse(
             probabilities=dict(analysis.top_breeds(len(analysis.breed_probabilities))),
             top_matches=[
@@ -91,15 +92,16 @@ class PhotoService:
         """Everything the gallery stores of a photo. Without a label it gets the predicted breed
         (marked "predicted") when it is a dog, and none otherwise."""
         photo = await self.prepare(data, thumbnail=True)
-        async with asyncio.timeout(self.limits.request_timeout_s):
-            analysis = await self.vision.analyse.remote(photo.pixels)
+        async with asyncio.timeout(self.limits.gallery_add_timeout_s):
+            analysis = await call(self.vision.analyse, photo.pixels)
         label, label_source = gallery_label(label, label_source, analysis)
         return GalleryEntry(analysis.embedding, photo.thumbnail, analysis.embedder, label, label_source)
 
     async def add(self, data: bytes, label: str | None, source: str) -> GalleryItem:
         entry = await self.gallery_entry(data, label)
-        async with asyncio.timeout(self.limits.request_timeout_s):
-            stored = await self.gallery.add.remote(*entry.fields(), source)
+        async with asyncio.timeout(self.limits.gallery_add_timeout_s):
+            # Not retried: a Gallery replica that died after committing would store the photo twice.
+            stored = await call(self.gallery.add, *entry.fields(), source, retry=False)
         return GalleryItem(
             id=stored.id,
             label=stored.label,

@@ -19,6 +19,7 @@ import gradio as gr
 from fastapi import FastAPI
 from ray import serve
 
+from shared.backends import SERVE_UNAVAILABLE, BackendUnavailable, call, explain
 from shared.config import Limits
 from shared.images import InvalidImage
 from shared.photos import PhotoService
@@ -56,7 +57,7 @@ class Callbacks:
         started = time.perf_counter()
         summary = ""
         try:
-            async with asyncio.timeout(self.limits.request_timeout_s):
+            async with asyncio.timeout(self.limits.summary_timeout_s):
                 status = asyncio.ensure_future(self.summarizer.status.remote())
                 stream = self.summarizer.options(stream=True).stream.remote(article, SummarizeOptions())
                 async for piece in stream:
@@ -67,8 +68,10 @@ class Callbacks:
             yield "", problem("Cannot summarize", error_message(exc))
         except TimeoutError:
             yield "", problem(
-                "Summarizer busy", f"no answer within {self.limits.request_timeout_s:.0f} s; try again."
+                "Summarizer busy", f"no answer within {self.limits.summary_timeout_s:.0f} s; try again."
             )
+        except SERVE_UNAVAILABLE as exc:  # busy, or its replica died mid-stream (a stream is not retried)
+            yield "", problem("Summarizer unavailable", str(explain(exc, "Summarizer")))
         except Exception:
             logger.exception("summarize failed")
             yield "", problem("Summarizer unavailable", "try again in a moment.")
@@ -90,7 +93,7 @@ class PhotoCallbacks:
         paths = [self.thumbnail_dir / f"{photo_id}.jpg" for photo_id in photo_ids]
         missing = [(photo_id, path) for photo_id, path in zip(photo_ids, paths) if not path.exists()]
         if missing:
-            thumbnails = await self.gallery.thumbnails.remote([photo_id for photo_id, _ in missing])
+            thumbnails = await call(self.gallery.thumbnails, [photo_id for photo_id, _ in missing])
             await asyncio.to_thread(self._write_thumbnails, [path for _, path in missing], thumbnails)
         return [path if path.exists() else None for path in paths]
 
@@ -113,7 +116,8 @@ class PhotoCallbacks:
         """(verdict, breed label, similar photos); the breed label is hidden when it is not a dog."""
         try:
             result = await self.photos.predict(await self._photo_bytes(photo, url), k=4, n=int(matches))
-            thumbnails = await self._thumbnail_files([m.id for m in result.top_matches])
+            async with asyncio.timeout(self.photos.limits.photo_timeout_s):
+                thumbnails = await self._thumbnail_files([m.id for m in result.top_matches])
         except Exception as exc:
             return photo_problem(exc), gr.update(value=None, visible=False), []
         similar = [
@@ -145,6 +149,8 @@ class PhotoCallbacks:
 def photo_problem(exc: Exception) -> str:
     if isinstance(exc, InvalidImage):
         return problem("Cannot use this photo", error_message(exc))
+    if isinstance(exc, BackendUnavailable):
+        return problem("Try again shortly", str(exc))
     if isinstance(exc, TimeoutError):
         return problem("Vision model busy", "no answer in time; try again.")
     logger.exception("photo callback failed")
