@@ -87,7 +87,7 @@ class App:
         return pss_mib(tree_pids(self.process.pid))
 
     def stop(self) -> float:
-        """SIGTERM, as `kill PID`; the process group is killed if the app has not ended in 120 s."""
+        """SIGTERM, as `kill PID`; every process of the app is killed if it has not ended in 120 s."""
         if self.process is None or self.process.poll() is not None:
             return 0.0
         started = time.perf_counter()
@@ -95,6 +95,10 @@ class App:
         try:
             self.process.wait(timeout=120)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            for pid in tree_pids(self.process.pid):  # replicas have process groups of their own
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             self.process.wait()
         return time.perf_counter() - started

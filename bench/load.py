@@ -1,6 +1,6 @@
-"""The load generator: a process of its own that sends one kind of request to a running app,
-`concurrency` at a time, until `requests` have been answered or `max_seconds` have passed, and prints
-what it saw as JSON (latencies, statuses, throughput).
+"""The load generator: a process of its own that sends one kind of request (or the `mixed` kinds) to a
+running app, `concurrency` at a time, until `requests` have been answered or `max_seconds` have passed,
+and prints what it saw as JSON (latencies, statuses, throughput; with --log, every request as a JSON line).
 
     python -m bench.load --url http://127.0.0.1:8000 --scenario api-photo --concurrency 16 --requests 200
 
@@ -39,8 +39,9 @@ class Target:
     matches: int
 
 
-# A scenario makes one request and returns (HTTP status, ms to the first streamed piece or None).
-Request = Callable[[], Awaitable[tuple[int, float | None]]]
+# A scenario makes one request and returns (HTTP status, ms to the first streamed piece or None), or
+# (status, first piece, what kind of request it was, its Retry-After header) for scenarios of several kinds.
+Request = Callable[[], Awaitable[tuple]]
 SCENARIOS: dict[str, Callable[[Target, httpx.AsyncClient], Request]] = {}
 
 
@@ -80,6 +81,33 @@ def api_summary(target: Target, client: httpx.AsyncClient) -> Request:
     async def request():
         response = await client.post("/api/v1/summarize", json={"text": target.article})
         return response.status_code, None
+
+    return request
+
+
+# The mixed scenario's cycle: of every ten requests, four photos, four summaries, two gallery adds.
+MIXED_CYCLE = ("photo", "summary", "photo", "add", "summary", "photo", "summary", "photo", "add", "summary")
+SHORT_ARTICLE_PARAGRAPHS = 1  # summaries of a short article: the load is many requests, not long ones
+
+
+@scenario("mixed")
+def mixed(target: Target, client: httpx.AsyncClient) -> Request:
+    """The API's work mixed as users make it: photos (breeds + similar photos), summaries and gallery
+    adds, in MIXED_CYCLE order; each answer is logged with its kind."""
+    article = "\n\n".join(target.article.split("\n\n")[:SHORT_ARTICLE_PARAGRAPHS])
+    kinds = iter(MIXED_CYCLE * (10**9 // len(MIXED_CYCLE)))
+
+    async def request():
+        kind = next(kinds)
+        if kind == "photo":
+            files = {"file": ("dog.jpg", target.photo, "image/jpeg")}
+            response = await client.post("/api/v1/photos", files=files, data={"k": "4", "n": str(target.matches)})
+        elif kind == "summary":
+            response = await client.post("/api/v1/summarize", json={"text": article})
+        else:
+            files = {"file": ("load.jpg", target.photo, "image/jpeg")}
+            response = await client.post("/api/v1/gallery", files=files, data={"label": "load test"})
+        return response.status_code, None, kind, response.headers.get("retry-after")
 
     return request
 
@@ -176,16 +204,30 @@ def require_loopback(url: str) -> None:
         raise typer.BadParameter(f"{url}: benchmarks only send traffic to loopback (127.0.0.1, ::1, localhost)")
 
 
-async def run_load(build: Callable, target: Target, concurrency: int, requests: int, max_seconds: float, warmup: int) -> dict:
+async def run_load(
+    build: Callable,
+    target: Target,
+    concurrency: int,
+    requests: int,
+    max_seconds: float,
+    warmup: int,
+    timeout_s: float = 120,
+    log: Path | None = None,
+) -> dict:
+    """`timeout_s`: a request with no answer by then is counted as hung (its status is the timeout's name).
+    `log`: every request as a JSON line (start and end in s since the load began, kind, status, Retry-After)."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=target.url, timeout=120, limits=limits) as client:
+    lines = log.open("w") if log else None
+    async with httpx.AsyncClient(base_url=target.url, timeout=timeout_s, limits=limits) as client:
         request = build(target, client)
         for _ in range(warmup):  # first calls pay for connections, caches, lazy imports
             await request()
         latencies: list[float] = []
         first_pieces: list[float] = []
         statuses: Counter[str] = Counter()
+        by_kind: dict[str, Counter[str]] = {}
         sent = 0
+        started_at = time.time()  # wall clock, to line the log up with what happened to the app meanwhile
         started = time.perf_counter()
         deadline = started + max_seconds
 
@@ -194,25 +236,39 @@ async def run_load(build: Callable, target: Target, concurrency: int, requests: 
             while sent < requests and time.perf_counter() < deadline:
                 sent += 1
                 began = time.perf_counter()
+                kind = retry_after = None
                 try:
-                    status, first = await request()
+                    status, first, *more = await request()
+                    if more:
+                        kind, retry_after = more
                 except httpx.HTTPError as exc:
                     status, first = type(exc).__name__, None
                 except Exception as exc:  # a client library's error (gradio_client): counted, not fatal
                     status, first = type(exc).__name__, None
                 statuses[str(status)] += 1
-                if status == 200:
+                if kind:
+                    by_kind.setdefault(kind, Counter())[str(status)] += 1
+                if lines:
+                    record = {"start": began - started, "end": time.perf_counter() - started, "kind": kind}
+                    lines.write(json.dumps({**record, "status": str(status), "retry_after": retry_after}) + "\n")
+                if isinstance(status, int) and 200 <= status < 300:
                     latencies.append((time.perf_counter() - began) * 1000)
                     if first is not None:
                         first_pieces.append(first)
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        try:
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        finally:
+            if lines:
+                lines.close()
         elapsed = time.perf_counter() - started
     result = {
         "concurrency": concurrency,
         "sent": sent,
-        "ok": len(latencies),
+        "ok": len(latencies),  # 2xx answers
         "statuses": dict(statuses),
+        **({"by_kind": {kind: dict(counts) for kind, counts in by_kind.items()}} if by_kind else {}),
+        "started_at": started_at,
         "elapsed_s": round(elapsed, 3),
         "throughput_rps": round(len(latencies) / elapsed, 2) if elapsed else 0.0,
         "latency_ms": latency_summary(latencies),
@@ -231,6 +287,8 @@ def main(
     warmup: int = typer.Option(3, min=0, help="Requests sent first and not counted."),
     image_url: str | None = typer.Option(None, help="A photo on a loopback server (URL scenarios)."),
     matches: int = typer.Option(5, min=1, help="Similar photos asked for."),
+    timeout_s: float = typer.Option(120, min=1, help="A request not answered by then counts as hung."),
+    log: Path | None = typer.Option(None, help="Write every request as a JSON line to this file."),
 ) -> None:
     require_loopback(url)
     if image_url:
@@ -238,7 +296,9 @@ def main(
     if scenario_name not in SCENARIOS:
         raise typer.BadParameter(f"unknown scenario {scenario_name!r}; one of {', '.join(SCENARIOS)}")
     target = Target(url.rstrip("/"), PHOTO.read_bytes(), ARTICLE_600.read_text(encoding="utf-8"), image_url, matches)
-    result = asyncio.run(run_load(SCENARIOS[scenario_name], target, concurrency, requests, max_seconds, warmup))
+    result = asyncio.run(
+        run_load(SCENARIOS[scenario_name], target, concurrency, requests, max_seconds, warmup, timeout_s, log)
+    )
     print(json.dumps({"scenario": scenario_name, **result}))
 
 

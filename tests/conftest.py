@@ -57,25 +57,31 @@ def serve_deployment(image_server: ImageServer, gallery_database: str) -> Iterat
     non-loopback connections like this process (on the asyncio loop, where the guard sees every connect)."""
     from backend.local import load_serve_config, start_local_serve
 
-    config = load_serve_config(ROOT / "serve_config.yaml")
-    for app in config["applications"]:
-        app["args"]["limits"] = {**app["args"]["limits"], "url_allowlist": [f"127.0.0.1:{image_server.port}"]}
-        env = app.setdefault("runtime_env", {})
-        # tests/guarded_site's sitecustomize installs tests.netguard in every worker at start-up; the
-        # asyncio event loop, not uvloop, which resolves and connects in C, past the guard.
-        env["env_vars"] = {
-            **env.get("env_vars", {}),
-            "PYTHONPATH": f"{ROOT / 'tests' / 'guarded_site'}:{ROOT}",
-            "RAY_USE_UVLOOP": "0",
-        }
-        if app["name"] == "api":
-            app["args"]["gallery"] = {**app["args"]["gallery"], "database_url": gallery_database}
+    config = guarded_config(load_serve_config(ROOT / "serve_config.yaml"), image_server.port)
+    api = next(app for app in config["applications"] if app["name"] == "api")
+    api["args"]["gallery"] = {**api["args"]["gallery"], "database_url": gallery_database}
     config = with_vision_config(config, follow_alias_s=1.0)
     running = start_local_serve(config, http_port=free_port())
     try:
         yield running, config
     finally:
         running.stop()
+
+
+# tests/guarded_site's sitecustomize installs tests.netguard in every process started with this
+# environment; the asyncio event loop, not uvloop, which resolves and connects in C, past the guard.
+GUARD_ENV = {"PYTHONPATH": f"{ROOT / 'tests' / 'guarded_site'}:{ROOT}", "RAY_USE_UVLOOP": "0"}
+
+
+def guarded_config(config: dict, image_server_port: int) -> dict:
+    """A copy of a serve config for tests: the loopback image server on the URL allowlist, and every
+    Ray worker refusing non-loopback connections like this process."""
+    config = copy.deepcopy(config)
+    for app in config["applications"]:
+        app["args"]["limits"] = {**app["args"]["limits"], "url_allowlist": [f"127.0.0.1:{image_server_port}"]}
+        env = app.setdefault("runtime_env", {})
+        env["env_vars"] = {**env.get("env_vars", {}), **GUARD_ENV}
+    return config
 
 
 def with_vision_config(config: dict, **changes: object) -> dict:
