@@ -11,7 +11,7 @@ reaches the same model replicas as the API (no second copy of any model).
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
 from backend.api import Api
@@ -37,6 +37,9 @@ class UiArgs(BaseModel):
     backend_app: str = API_APP
     # Requests running at once across all UI users; beyond it Gradio queues them and shows the position.
     concurrency_limit: int = 8
+    # Requests waiting in Gradio's queue across all UI users; past it a user is told the queue is full
+    # (and can try again) instead of waiting behind work that cannot finish in time.
+    max_queue_size: int = Field(64, ge=1)
     # A public link to the UI through Gradio's tunnel (off unless asked for).
     share: ShareSettings = ShareSettings()
     # USER:PASSWORD asked before the UI shows (locally and through a share link alike).
@@ -55,5 +58,11 @@ def build_ui(args: dict) -> Application:
     # The UI reaches the api application's deployments by name: they are deployed by build_api.
     backends = {"summarizer": Summarizer.name, "vision": Vision.name, "gallery": Gallery.name}
     return GradioUI.bind(
-        settings.backend_app, backends, settings.limits, settings.concurrency_limit, settings.share, settings.login
+        settings.backend_app,
+        backends,
+        settings.limits,
+        settings.concurrency_limit,
+        settings.max_queue_size,
+        settings.share,
+        settings.login,
     )

@@ -127,17 +127,22 @@ class GradioProtocol:
             return None
         return {"path": response.json()[0], "orig_name": name, "meta": {"_type": "gradio.FileData"}}
 
-    async def call(self, api_name: str, data: list) -> tuple[int, float | None]:
-        """(200 when the event completed successfully, ms to its first streamed output or None)."""
+    async def join(self, api_name: str, data: list) -> tuple[httpx.Response, str]:
+        """Put an event in Gradio's queue: (the answer to joining, the session to read its messages with)."""
         if not self.fn_ids:
             config = (await self.client.get("/ui/config")).json()
             self.fn_ids = {d["api_name"]: d["id"] for d in config["dependencies"] if d.get("api_name")}
-        started = time.perf_counter()
         session = uuid.uuid4().hex
         joined = await self.client.post(
             "/ui/gradio_api/queue/join",
             json={"data": data, "fn_index": self.fn_ids[api_name], "session_hash": session, "event_data": None, "trigger_id": None},
         )
+        return joined, session
+
+    async def call(self, api_name: str, data: list) -> tuple[int, float | None]:
+        """(200 when the event completed successfully, ms to its first streamed output or None)."""
+        started = time.perf_counter()
+        joined, session = await self.join(api_name, data)
         if joined.status_code != 200:
             return joined.status_code, None
         first = None

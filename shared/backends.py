@@ -43,15 +43,14 @@ READABLE_NAMES = {"Summarizer": "The summarizer", "Vision": "The vision model", 
 SERVE_UNAVAILABLE = (BackPressureError, DeploymentUnavailableError, RayActorError)
 
 
-def explain(exc: BaseException, deployment: str, *, repeated: bool = False) -> BackendUnavailable:
-    """One of SERVE_UNAVAILABLE as a message for the user. `repeated`: the call was already sent twice."""
+def explain(exc: BaseException, deployment: str) -> BackendUnavailable:
+    """One of SERVE_UNAVAILABLE as a message for the user."""
     name = READABLE_NAMES.get(deployment, f"The {deployment} deployment")
     if isinstance(exc, BackPressureError):
         return BackendUnavailable(f"{name} is busy (its queue is full); try again shortly.", exc.retry_after_s or 1)
     if isinstance(exc, DeploymentUnavailableError):
         return BackendUnavailable(f"{name} is not deployed right now; try again later.")
-    outcome = "it failed again on a second try" if repeated else "it may or may not have been done"
-    return BackendUnavailable(f"{name} stopped during the request ({outcome}); try again shortly.")
+    return BackendUnavailable(f"{name} stopped during the request and is restarting; try again shortly.")
 
 
 async def call(method: Any, *args: Any, retry: bool = True) -> Any:
@@ -69,4 +68,4 @@ async def call(method: Any, *args: Any, retry: bool = True) -> Any:
     try:
         return await method.remote(*args)
     except SERVE_UNAVAILABLE as exc:
-        raise explain(exc, deployment, repeated=True) from exc
+        raise explain(exc, deployment) from exc

@@ -170,6 +170,7 @@ class GradioUI:
         backends: dict[str, str],
         limits: Limits,
         concurrency_limit: int,
+        max_queue_size: int,
         share: ShareSettings,
         login: Credentials | None,
     ) -> None:
@@ -186,6 +187,7 @@ class GradioUI:
         gallery = handle("gallery")
         self.photo_callbacks = PhotoCallbacks(PhotoService(handle("vision"), gallery, limits), gallery)
         self.concurrency_limit = concurrency_limit
+        self.max_queue_size = max_queue_size
         self.max_file_size = limits.max_image_bytes  # uploads over the API's cap stop at Gradio's door
         self.login = login or credentials_from_env(LOGIN_ENV)
         if share.basic_auth is None and (basic_auth := credentials_from_env(SHARE_BASIC_AUTH_ENV)):
@@ -203,7 +205,7 @@ class GradioUI:
             self.callbacks.summarize, self.photo_callbacks, ARTICLES, self.share_line if self.share else None
         )
         # Gradio's default concurrency of 1 would serialise every user behind one summary.
-        blocks.queue(default_concurrency_limit=self.concurrency_limit)
+        blocks.queue(default_concurrency_limit=self.concurrency_limit, max_size=self.max_queue_size)
         return gr.mount_gradio_app(
             FastAPI(),
             blocks,

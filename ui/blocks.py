@@ -25,6 +25,22 @@ CSS = """
 """
 
 
+def unopened_uploads(image: gr.Image) -> gr.Image:
+    """Make `image` hand the uploaded file's path to the callback unopened. Gradio's own preprocess
+    opens every upload with PIL first, and a file that is not an image fails there with a bare "Error";
+    the callback decodes it once, with the API's checks, and says what is wrong with it. (Set on the
+    instance: a gr.Image subclass would make Gradio write a .pyi stub beside this module.)"""
+    preprocess = image.preprocess
+
+    def hand_over(payload):
+        if payload is None or not payload.path:  # nothing, or a pasted data: URL (Gradio decodes those)
+            return preprocess(payload)
+        return str(payload.path)
+
+    image.preprocess = hand_over
+    return image
+
+
 def build_blocks(
     summarize: SummarizeCallback,
     photos: PhotoCallbacks,
@@ -70,7 +86,7 @@ def build_blocks(
         with gr.Tab("Dog photo"):
             with gr.Row():
                 with gr.Column(scale=2):
-                    photo = gr.Image(
+                    photo = unopened_uploads(gr.Image(
                         label="Dog photo",
                         # The uploaded file reaches the callback untouched (no conversion by Gradio):
                         # it is decoded once, by shared.images, with the API's checks.
@@ -79,7 +95,7 @@ def build_blocks(
                         sources=["upload", "clipboard"],
                         height=320,
                         elem_id="photo",
-                    )
+                    ))
                     url = gr.Textbox(label="…or an image URL", placeholder="https://example.com/dog.jpg", elem_id="photo-url")
                     matches = gr.Slider(1, 20, value=6, step=1, label="Similar photos to show", elem_id="matches")
                     find = gr.Button("Find breed and similar photos", variant="primary", elem_id="find")

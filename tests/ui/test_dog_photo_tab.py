@@ -76,3 +76,41 @@ def test_transparent_png_upload_is_handled_by_our_decoder(tab: Page, tmp_path):
     expect(tab.locator("#photo img")).to_be_visible(timeout=TIMEOUT_MS)
     tab.locator("#find").click()
     expect(tab.locator("#photo-verdict")).to_contain_text("A dog", timeout=TIMEOUT_MS)
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/not-an-image", "content type text/html"),
+        ("/missing.jpg", "HTTP 404"),
+        ("/slow", "did not answer within 10 s"),  # a URL that never answers: cut off, not a spinner
+        ("/endless", "over the limit of 10 MiB"),  # one that streams forever
+    ],
+)
+def test_image_urls_that_fail_show_why(tab: Page, image_server, path: str, message: str):
+    tab.locator("#photo-url textarea, #photo-url input").first.fill(image_server.url + path)
+    tab.locator("#find").click()
+    verdict = tab.locator("#photo-verdict")
+    expect(verdict).to_contain_text("Cannot use this photo", timeout=TIMEOUT_MS)
+    expect(verdict).to_contain_text(message)
+    assert "Traceback" not in verdict.inner_text()
+
+
+def test_a_file_that_is_not_an_image_shows_an_error(tab: Page, tmp_path, screenshots_dir):
+    fake = tmp_path / "holiday.jpg"
+    fake.write_bytes(b"these are not the bytes of a JPEG " * 100)
+    tab.locator("#photo input[type=file]").set_input_files(str(fake))
+    tab.locator("#find").click()
+    verdict = tab.locator("#photo-verdict")
+    expect(verdict).to_contain_text("Cannot use this photo", timeout=TIMEOUT_MS)
+    expect(verdict).to_contain_text("not an image")
+    tab.screenshot(path=screenshots_dir / "not-an-image-upload.png", full_page=True)
+
+
+def test_an_upload_over_the_size_cap_shows_the_limit(tab: Page, tmp_path, screenshots_dir):
+    big = tmp_path / "huge.jpg"
+    big.write_bytes(b"\xff\xd8\xff" + b"\0" * (10 * 2**20 + 1))  # 10 MiB + a few bytes: over max_image_bytes
+    tab.locator("#photo input[type=file]").set_input_files(str(big))
+    # Gradio's max_file_size is the API's max_image_bytes (ui/app.py): refused before it is uploaded.
+    expect(tab.get_by_text('File(s) exceed the maximum allowed size of 10.0 Mb: "huge.jpg"')).to_be_visible(timeout=TIMEOUT_MS)
+    tab.screenshot(path=screenshots_dir / "upload-over-the-cap.png")  # the toast is fixed to the viewport

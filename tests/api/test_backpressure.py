@@ -1,0 +1,74 @@
+"""Backpressure: more summaries at once than the Summarizer's queue holds are refused at once with 503
+and Retry-After, instead of waiting behind a queue that cannot drain in time; the rest are answered.
+The UI's queue (Gradio's) is bounded the same way."""
+
+import asyncio
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from backend.local import load_serve_config
+from bench.load import GradioProtocol
+
+pytestmark = pytest.mark.serve
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTICLE = (ROOT / "bench" / "article_600_words.txt").read_text(encoding="utf-8")
+AT_ONCE = 100  # well past the Summarizer's 4 ongoing + 32 queued per caller (serve_config.yaml)
+
+
+async def flood(url: str) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=AT_ONCE)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        return await asyncio.gather(*(client.post("/api/v1/summarize", json={"text": ARTICLE}) for _ in range(AT_ONCE)))
+
+
+def test_a_full_summarizer_queue_answers_503_with_retry_after(serve_app: str):
+    summarizer = next(
+        d for d in load_serve_config(ROOT / "serve_config.yaml")["applications"][0]["deployments"] if d["name"] == "Summarizer"
+    )
+    # In a thread of its own: after the browser tests, Playwright's event loop runs in this one.
+    with ThreadPoolExecutor(1) as pool:
+        responses = pool.submit(asyncio.run, flood(serve_app)).result()  # an httpx timeout would raise: none hangs
+
+    statuses = Counter(r.status_code for r in responses)
+    assert set(statuses) == {200, 503}, statuses
+    assert statuses[200] >= summarizer["max_ongoing_requests"] + summarizer["max_queued_requests"]
+    refused = [r for r in responses if r.status_code == 503]
+    for response in refused:
+        assert response.headers["retry-after"] == str(summarizer["backpressure_config"]["retry_after_s"])
+        assert response.json() == {"detail": "The summarizer is busy (its queue is full); try again shortly."}
+
+    after = httpx.post(f"{serve_app}/api/v1/summarize", json={"text": ARTICLE}, timeout=120)
+    assert after.status_code == 200 and after.json()["summary"]
+
+
+async def flood_ui(url: str, at_once: int) -> tuple[list[httpx.Response], int]:
+    """`at_once` summaries joined to the UI's queue together, then one more after it drained."""
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=httpx.Limits(max_connections=at_once)) as client:
+        ui = GradioProtocol(client)
+        joins = await asyncio.gather(*(ui.join("summarize", [SHORT_ARTICLE]) for _ in range(at_once)))
+        for _ in range(60):  # a client that honours the answer tries again later
+            status, _ = await ui.call("summarize", [SHORT_ARTICLE])
+            if status != 503:
+                break
+            await asyncio.sleep(1)
+    return [joined for joined, _ in joins], status
+
+
+SHORT_ARTICLE = ARTICLE.split("\n\n")[0]
+
+
+def test_a_full_ui_queue_refuses_more_and_serves_again_once_drained(serve_app: str):
+    ui = load_serve_config(ROOT / "serve_config.yaml")["applications"][1]["args"]
+    at_once = 2 * (ui["concurrency_limit"] + ui["max_queue_size"])
+    with ThreadPoolExecutor(1) as pool:
+        joins, status_after = pool.submit(asyncio.run, flood_ui(serve_app, at_once)).result()
+    statuses = Counter(joined.status_code for joined in joins)
+    assert set(statuses) == {200, 503} and statuses[200] >= ui["max_queue_size"], statuses
+    refused = next(joined for joined in joins if joined.status_code == 503)
+    assert f"Queue is full. Max size is {ui['max_queue_size']}" in refused.text
+    assert status_after == 200
