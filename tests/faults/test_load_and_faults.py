@@ -32,7 +32,10 @@ from bench.stats import tree_pids
 from tests.conftest import GUARD_ENV, PHOTOS, ROOT, guarded_config
 from tests.image_server import ImageServer
 
-pytestmark = pytest.mark.faults
+# Every test here in the browser tests' group: pytest groups tests by pytest-playwright's parametrized
+# `browser_name`, and would otherwise run the one browser test here among tests/ui, tearing this
+# module's app down and starting it again for the others.
+pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("browser_name")]
 
 LOAD_REQUESTS = 2_000
 LOAD_CONCURRENCY = 32

@@ -113,4 +113,5 @@ def test_an_upload_over_the_size_cap_shows_the_limit(tab: Page, tmp_path, screen
     tab.locator("#photo input[type=file]").set_input_files(str(big))
     # Gradio's max_file_size is the API's max_image_bytes (ui/app.py): refused before it is uploaded.
     expect(tab.get_by_text('File(s) exceed the maximum allowed size of 10.0 Mb: "huge.jpg"')).to_be_visible(timeout=TIMEOUT_MS)
+    tab.wait_for_timeout(1000)  # the toast slides in
     tab.screenshot(path=screenshots_dir / "upload-over-the-cap.png")  # the toast is fixed to the viewport
