@@ -22,9 +22,7 @@ DEFAULT_RETRY_AFTER_S = 5
 
 
 class BackendUnavailable(Exception):
-    """A model deployment could not take or finish the call; the message is for the user."""
-
-    status_code = 503
+    """A model deployment could not take or finish the call (HTTP 503); the message is for the user."""
 
     def __init__(self, message: str, retry_after_s: float = DEFAULT_RETRY_AFTER_S) -> None:
         super().__init__(message)
