@@ -140,7 +140,7 @@ def test_mixed_load_with_a_vision_replica_killed(app: App, page: Page, tmp_path:
     down = [t for t, status in readiness if status != 200]
     assert down, "readiness never reported the killed replica"
     back = next((t for t, status in readiness if t > down[0] and status == 200), None)
-    assert back is not None, f"readiness did not come back within {RECOVERY_LIMIT_S} s"
+    assert back is not None, "readiness did not come back before the load ended"
     photos_after_kill = [r for r in requests if r["kind"] == "photo" and r["start"] + summary["started_at"] > killed_at]
     first_photo_after = min(r["end"] + summary["started_at"] for r in photos_after_kill if r["status"] == "200")
     in_flight = [r for r in requests if r["start"] + summary["started_at"] < killed_at < r["end"] + summary["started_at"]]
