@@ -6,15 +6,19 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from backend.data import default_gallery_url
 from backend.models.index import GalleryStore, Match, StoredPhoto, VectorIndex, labelled_images
+from shared.backends import BackendUnavailable
 from shared.config import Limits
 from shared.images import Embedder
 from shared.photos import PhotoService
@@ -23,6 +27,16 @@ from shared.schemas import DeploymentStatus
 logger = logging.getLogger("ray.serve")
 
 SEED_DIR = Path(__file__).resolve().parent / "gallery_seed"
+
+
+@contextmanager
+def store_reachable() -> Iterator[None]:
+    """A database that does not answer (down, restarting, unreachable) as the 503 both faces show."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        logger.warning("the gallery's database did not answer: %s", exc.orig or exc)
+        raise BackendUnavailable("The gallery's database is not answering; try again shortly.") from None
 
 
 class GallerySettings(BaseModel):
@@ -62,7 +76,11 @@ class Gallery:
 
     def search(self, embedding: np.ndarray, breeds: list[str], n: int | None = None) -> list[Match]:
         if time.monotonic() - self.refreshed_at > self.settings.refresh_interval_s:
-            self.refresh()
+            try:
+                with store_reachable():
+                    self.refresh()
+            except BackendUnavailable:
+                pass  # answer from the photos already in memory; the next search looks again
         with self.lock:
             return self.index.search(embedding, n or self.settings.matches, breeds)
 
@@ -71,14 +89,21 @@ class Gallery:
     ) -> StoredPhoto:
         if embedder != self.embedder.name:
             raise ValueError(f"embedding from {embedder}, but this gallery holds {self.embedder.name} embeddings")
-        photo = self.store.add(embedding, thumbnail, embedder, label, label_source, source)
-        self.refresh()  # the adding replica sees its own add at once
+        with store_reachable():
+            photo = self.store.add(embedding, thumbnail, embedder, label, label_source, source)
+            self.refresh()  # the adding replica sees its own add at once
         return photo
 
     def thumbnails(self, photo_ids: list[int]) -> list[bytes | None]:
-        return [self.store.thumbnail(photo_id) for photo_id in photo_ids]
+        with store_reachable():
+            return [self.store.thumbnail(photo_id) for photo_id in photo_ids]
 
     def status(self) -> DeploymentStatus:
+        try:
+            with store_reachable():
+                self.store.ping()
+        except BackendUnavailable as exc:
+            return DeploymentStatus(ready=False, model=f"{len(self.index)} photos ({self.embedder.name})", detail=str(exc))
         seeding = self.seeding is not None and not self.seeding.done()
         return DeploymentStatus(
             ready=not seeding,

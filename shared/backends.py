@@ -51,12 +51,20 @@ def explain(exc: BaseException, deployment: str) -> BackendUnavailable:
     return BackendUnavailable(f"{name} stopped during the request and is restarting; try again shortly.")
 
 
+async def _remote(method: Any, *args: Any) -> Any:
+    try:
+        return await method.remote(*args)
+    except BackendUnavailable as exc:  # raised by the deployment itself (say, a database it cannot reach)
+        cause = getattr(exc, "cause", None)  # Ray re-raises it wrapped, its str() the remote traceback
+        raise (cause if isinstance(cause, BackendUnavailable) else exc) from None
+
+
 async def call(method: Any, *args: Any, retry: bool = True) -> Any:
     """`await method.remote(*args)` on a deployment handle's method (`handle.analyse`); sent once more
     if the replica died under it and `retry` (the call is safe to repeat)."""
     deployment = getattr(method, "deployment_name", "model")
     try:
-        return await method.remote(*args)
+        return await _remote(method, *args)
     except RayActorError as exc:
         if not retry:
             raise explain(exc, deployment) from exc
@@ -64,6 +72,6 @@ async def call(method: Any, *args: Any, retry: bool = True) -> Any:
     except SERVE_UNAVAILABLE as exc:
         raise explain(exc, deployment) from exc
     try:
-        return await method.remote(*args)
+        return await _remote(method, *args)
     except SERVE_UNAVAILABLE as exc:
         raise explain(exc, deployment) from exc

@@ -2,7 +2,7 @@
 
 Pure code (no ray, no fastapi):
 - `GalleryStore`: rows in SQLite (default, under the data directory) or any SQLAlchemy URL
-  (PostgreSQL on a cluster). An add is durable when `add` returns: one transaction, committed, and
+  (PostgreSQL on a cluster: `postgresql+psycopg://USER@HOST:PORT/DB`). An add is durable when `add` returns: one transaction, committed, and
   SQLite in WAL mode with synchronous=FULL.
 - `VectorIndex`: the embeddings as one L2-normalised matrix; exact search is a matrix-vector product,
   and past `ann_threshold` rows a FAISS IVF index answers instead. `search` can keep only rows whose
@@ -77,10 +77,20 @@ class Match:
 
 class GalleryStore:
     def __init__(self, url: str):
-        self.engine: Engine = create_engine(url)
+        # pre_ping: a connection the database dropped (a restart, a failover) is replaced before use,
+        # instead of failing the next add.
+        options: dict = {"pool_pre_ping": True}
+        if url.startswith("postgresql"):
+            options["connect_args"] = {"connect_timeout": 5}  # an unreachable server fails fast
+        self.engine: Engine = create_engine(url, **options)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_durability)
         Base.metadata.create_all(self.engine)
+
+    def ping(self) -> None:
+        """Raises when the database does not answer."""
+        with self.engine.connect() as connection:
+            connection.execute(select(1))
 
     def add(
         self, embedding: np.ndarray, thumbnail: bytes, embedder: str, label: str | None, label_source: str, source: str

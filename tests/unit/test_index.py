@@ -5,6 +5,7 @@ import pytest
 
 from backend.models.index import GalleryStore, VectorIndex, labelled_images
 from tests.conftest import SEED
+from tests.postgres_server import PostgresServer
 
 
 def unit(v) -> np.ndarray:
@@ -71,8 +72,22 @@ def test_breed_filter_on_the_ann_index_keeps_to_the_breeds_with_high_recall():
     assert [m.id for m in ann.search(vectors[7], 1, ["rare"])] == [8]
 
 
-def test_store_add_is_durable_and_a_new_process_sees_it(tmp_path):
-    url = f"sqlite:///{tmp_path / 'gallery.db'}"
+@pytest.fixture(scope="module")
+def postgres():
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    """The same store code on the embedded default (SQLite) and on a cluster's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'gallery.db'}"
+    return request.getfixturevalue("postgres").new_database(tmp_path.name.lower())
+
+
+def test_store_add_is_durable_and_a_new_process_sees_it(store_url):
+    url = store_url
     store = GalleryStore(url)
     photo = store.add(unit([1, 2, 3]), b"jpeg-bytes", "model-a", "husky", "user", "upload:x.jpg")
     store.add(unit([3, 2, 1]), b"other", "model-b", None, "none", "upload:y.jpg")
@@ -88,9 +103,8 @@ def test_store_add_is_durable_and_a_new_process_sees_it(tmp_path):
     assert reopened.rows_after(photo.id, "model-a") == []
 
 
-def test_a_marker_is_claimed_once(tmp_path):
-    url = f"sqlite:///{tmp_path / 'gallery.db'}"
-    first, second = GalleryStore(url), GalleryStore(url)
+def test_a_marker_is_claimed_once(store_url):
+    first, second = GalleryStore(store_url), GalleryStore(store_url)
     assert first.claim("seeded:m") is True
     assert second.claim("seeded:m") is False
     first.release("seeded:m")
