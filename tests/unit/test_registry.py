@@ -1,5 +1,7 @@
-"""The MLflow registry of breed models, on a temp SQLite store: the packaged model registered once, loaded
-back as the same network, and references resolved the way serve_config.yaml names them."""
+"""The MLflow registry of breed models: the packaged model registered once, loaded back as the same network,
+and references resolved the way serve_config.yaml names them. Each test runs on the embedded default (a
+temp SQLite store) and on a tracking server as a cluster has one (PostgreSQL behind it, artifacts
+uploaded and downloaded through the server over HTTP)."""
 
 import numpy as np
 import pytest
@@ -10,12 +12,21 @@ from backend.models.vision import BreedClassifier, BreedNetwork, classification_
 from shared.config import Limits
 from shared.images import decode_image, to_model_input
 from tests.conftest import PHOTOS
+from tests.mlflow_server import MlflowServer
+from tests.postgres_server import PostgresServer
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory) -> Registry:
+@pytest.fixture(scope="module", params=["sqlite", "tracking-server"])
+def registry(request, tmp_path_factory) -> Registry:
     torch.set_num_threads(2)
-    registry = Registry(f"sqlite:///{tmp_path_factory.mktemp('registry') / 'mlflow.db'}")
+    if request.param == "sqlite":
+        registry = Registry(f"sqlite:///{tmp_path_factory.mktemp('registry') / 'mlflow.db'}")
+    else:
+        postgres = PostgresServer().start()
+        request.addfinalizer(lambda: postgres.__exit__())
+        server = MlflowServer(postgres.new_database("mlflow")).start()
+        request.addfinalizer(lambda: server.__exit__())
+        registry = Registry(server.url)
     assert registry.ensure_packaged() == (1, True)
     return registry
 
@@ -27,8 +38,10 @@ def test_the_packaged_model_is_registered_once_with_the_champion_alias(registry)
     assert version.aliases == [CHAMPION]
     card = registry.card(f"models:/{MODEL_NAME}/1")
     assert len(card.labels) == 118 and card.head == "imagenet-dogs" and (card.resize_short, card.crop) == (256, 224)
-    # Artifacts beside the database, not in the current directory.
-    assert list((registry.artifact_root() / MODEL_NAME).rglob("model.pt2"))
+    if registry.artifact_root():  # a local store: artifacts beside the database, not in the current directory
+        assert list((registry.artifact_root() / MODEL_NAME).rglob("model.pt2"))
+    else:  # a server: proxied artifacts, addressed through it
+        assert registry.client.get_run(version.run_id).info.artifact_uri.startswith("mlflow-artifacts:")
 
 
 def test_the_registered_model_answers_as_the_packaged_one(registry):
