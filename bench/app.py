@@ -82,6 +82,20 @@ class App:
                 time.sleep(0.1)
         return time.perf_counter() - started
 
+    def replica_pids(self, deployment: str, app_name: str = "api") -> list[int]:
+        """The processes of a deployment's replicas (Ray titles them ray::ServeReplica:APP:NAME, followed
+        by .METHOD while one runs)."""
+        title = f"ray::ServeReplica:{app_name}:{deployment}"
+        pids = []
+        for pid in tree_pids(self.process.pid):
+            try:
+                running = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+                if running == title or running.startswith(title + "."):
+                    pids.append(pid)
+            except OSError:
+                continue
+        return pids
+
     def memory_mib(self) -> float:
         """The whole app: `retriever up`, its Ray cluster and every replica (PSS, shared pages once)."""
         return pss_mib(tree_pids(self.process.pid))

@@ -13,6 +13,7 @@ Pure code (no ray, no fastapi):
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 
@@ -85,7 +87,19 @@ class GalleryStore:
         self.engine: Engine = create_engine(url, **options)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_durability)
-        Base.metadata.create_all(self.engine)
+        self._create_tables()
+
+    def _create_tables(self, attempts: int = 3) -> None:
+        """Replicas starting together on a new database race to create the tables (each sees none, each
+        creates them, all but one fail on "already exists"): the losers look again and find them."""
+        for attempt in range(attempts):
+            try:
+                Base.metadata.create_all(self.engine)
+                return
+            except DBAPIError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
 
     def ping(self) -> None:
         """Raises when the database does not answer."""

@@ -1,11 +1,15 @@
-"""The gallery on PostgreSQL (the cluster setting, `gallery.database_url`), with the database restarted
-under a running app: adds meanwhile get a clear 503, searches keep answering from the photos in memory,
-readiness says what is wrong, and once the database is back the app reconnects by itself with every
-photo it had acknowledged."""
+"""The gallery on PostgreSQL (the cluster setting, `gallery.database_url`) behind two Gallery replicas:
+an add through one is found through every one within the refresh interval; and with the database
+restarted under the running app, adds meanwhile get a clear 503, searches keep answering from the photos
+in memory, readiness says what is wrong, and once the database is back the app reconnects by itself with
+every photo it had acknowledged."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,6 +21,9 @@ from tests.image_server import ImageServer
 from tests.postgres_server import PostgresServer
 
 pytestmark = pytest.mark.faults
+
+GALLERY_REPLICAS = 2
+SEARCHES = 12  # in a row, each routed to either replica: all must find the new photo
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +38,8 @@ def app(tmp_path_factory: pytest.TempPathFactory, image_server: ImageServer, pos
     config = guarded_config(load_serve_config(ROOT / "serve_config.yaml"), image_server.port)
     api = next(a for a in config["applications"] if a["name"] == "api")
     api["args"]["gallery"] = {**api["args"]["gallery"], "database_url": postgres.url}
+    gallery = next(d for d in api["deployments"] if d["name"] == "Gallery")
+    gallery["num_replicas"] = GALLERY_REPLICAS
     running = App(config, free_port(), workdir / "data", workdir, env=GUARD_ENV)
     running.start()
     try:
@@ -41,6 +50,28 @@ def app(tmp_path_factory: pytest.TempPathFactory, image_server: ImageServer, pos
 
 def add(client: httpx.Client, label: str) -> httpx.Response:
     return client.post("/api/v1/gallery", files={"file": ("p.jpg", PHOTOS["dog2"].read_bytes(), "image/jpeg")}, data={"label": label})
+
+
+def test_an_add_through_one_replica_is_found_through_every_one(app: App, pytestconfig: pytest.Config):
+    assert len(app.replica_pids("Gallery")) == GALLERY_REPLICAS
+    with httpx.Client(base_url=app.url, timeout=60) as client:
+        added = add(client, "seen by every replica")
+        assert added.status_code == 201
+        acknowledged = time.monotonic()
+        photo_id = added.json()["id"]
+
+        def found() -> bool:
+            matches = client.post("/api/v1/photos", files={"file": ("dog.jpg", PHOTOS["dog2"].read_bytes(), "image/jpeg")}, data={"n": "3"})
+            return photo_id in [m["id"] for m in matches.json()["top_matches"]]
+
+        deadline = acknowledged + 60
+        while not all(found() for _ in range(SEARCHES)):
+            assert time.monotonic() < deadline, "a replica never saw the add"
+            time.sleep(0.2)
+        visible_within_s = time.monotonic() - acknowledged  # to the end of the searches that all found it
+    path = Path(pytestconfig.getoption("--output")) / "gallery-postgres.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"gallery_replicas": GALLERY_REPLICAS, "add_found_by_every_replica_within_s": round(visible_within_s, 2)}) + "\n")
 
 
 def test_the_gallery_rides_out_a_database_restart(app: App, postgres: PostgresServer):

@@ -66,18 +66,6 @@ def app(tmp_path_factory: pytest.TempPathFactory, image_server: ImageServer) -> 
         running.stop()
 
 
-def replica_pid(app: App, deployment: str) -> int:
-    """The process of a replica of the app's `api` application (Ray names it ray::ServeReplica:APP:NAME)."""
-    title = f"ray::ServeReplica:api:{deployment}"
-    for pid in tree_pids(app.process.pid):
-        try:
-            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode() == title:
-                return pid
-        except OSError:
-            continue
-    raise LookupError(f"no {title} process under {app.process.pid}")
-
-
 def watch_readiness(url: str, stop: threading.Event, seen: list[tuple[float, int]]) -> None:
     """Polls the readiness route every 0.25 s, recording (time, status); a probe with no answer is 0."""
     with httpx.Client(timeout=10) as client:
@@ -111,7 +99,7 @@ def test_mixed_load_with_a_vision_replica_killed(app: App, page: Page, tmp_path:
             assert time.monotonic() < deadline, "the load made no progress"
             time.sleep(0.1)
         watcher.start()
-        victim = replica_pid(app, "Vision")
+        (victim,) = app.replica_pids("Vision")
         killed_at = time.time()
         os.kill(victim, signal.SIGKILL)
 
@@ -136,7 +124,7 @@ def test_mixed_load_with_a_vision_replica_killed(app: App, page: Page, tmp_path:
     summary = json.loads(out)
     requests = [json.loads(line) for line in log.read_text().splitlines()]
 
-    assert victim != replica_pid(app, "Vision")  # a new process serves Vision
+    assert len(app.replica_pids("Vision")) == 1 and victim not in app.replica_pids("Vision")  # a new process serves Vision
     down = [t for t, status in readiness if status != 200]
     assert down, "readiness never reported the killed replica"
     back = next((t for t, status in readiness if t > down[0] and status == 200), None)

@@ -116,3 +116,14 @@ def test_folder_layout_gives_labels():
     assert found["chelsea.png"] == "cat"
     assert found["dog-on-porch.jpg"] is None  # top-level files: the model predicts the label
     assert "README.md" not in found
+
+
+def test_replicas_starting_together_on_one_new_database_all_start(store_url):
+    """Each Gallery replica creates the tables it needs; on PostgreSQL, CREATE TABLE IF NOT EXISTS from
+    several connections at once can fail on a unique violation unless they take turns."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(6) as pool:
+        stores = list(pool.map(lambda _: GalleryStore(store_url), range(6)))
+    stores[0].add(unit([1, 0, 0]), b"jpeg", "model-a", "x", "user", "upload:a.jpg")
+    assert all(store.count() == 1 for store in stores)
