@@ -91,7 +91,11 @@ class Gallery:
             raise ValueError(f"embedding from {embedder}, but this gallery holds {self.embedder.name} embeddings")
         with store_reachable():
             photo = self.store.add(embedding, thumbnail, embedder, label, label_source, source)
-            self.refresh()  # the adding replica sees its own add at once
+        try:
+            with store_reachable():
+                self.refresh()  # the adding replica sees its own add at once
+        except BackendUnavailable:
+            pass  # stored all the same (so no 503, which would invite a second add); taken in at the next look
         return photo
 
     def thumbnails(self, photo_ids: list[int]) -> list[bytes | None]:

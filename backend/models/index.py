@@ -2,8 +2,8 @@
 
 Pure code (no ray, no fastapi):
 - `GalleryStore`: rows in SQLite (default, under the data directory) or any SQLAlchemy URL
-  (PostgreSQL on a cluster: `postgresql+psycopg://USER@HOST:PORT/DB`). An add is durable when `add` returns: one transaction, committed, and
-  SQLite in WAL mode with synchronous=FULL.
+  (PostgreSQL on a cluster: `postgresql+psycopg://USER@HOST:PORT/DB`). An add is durable when `add`
+  returns: one transaction, committed, and SQLite in WAL mode with synchronous=FULL.
 - `VectorIndex`: the embeddings as one L2-normalised matrix; exact search is a matrix-vector product,
   and past `ann_threshold` rows a FAISS IVF index answers instead. `search` can keep only rows whose
   label is among some breeds (the tutorial's filter by predicted breeds) and falls back to all rows
