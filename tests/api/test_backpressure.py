@@ -47,24 +47,22 @@ def test_a_full_summarizer_queue_answers_503_with_retry_after(serve_app: str):
 
 
 async def flood_ui(url: str, at_once: int) -> tuple[list[httpx.Response], int]:
-    """`at_once` summaries joined to the UI's queue together, then one more after it drained."""
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=httpx.Limits(max_connections=at_once)) as client:
+    """`at_once` long summaries joined to the UI's queue together (they arrive far faster than they
+    drain), then a short one once it has drained."""
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=httpx.Limits(max_connections=64)) as client:
         ui = GradioProtocol(client)
-        joins = await asyncio.gather(*(ui.join("summarize", [SHORT_ARTICLE]) for _ in range(at_once)))
-        for _ in range(60):  # a client that honours the answer tries again later
-            status, _ = await ui.call("summarize", [SHORT_ARTICLE])
+        joins = await asyncio.gather(*(ui.join("summarize", [ARTICLE]) for _ in range(at_once)))
+        for _ in range(120):  # a client that honours the answer tries again later
+            status, _ = await ui.call("summarize", [ARTICLE.split("\n\n")[0]])
             if status != 503:
                 break
             await asyncio.sleep(1)
     return [joined for joined, _ in joins], status
 
 
-SHORT_ARTICLE = ARTICLE.split("\n\n")[0]
-
-
 def test_a_full_ui_queue_refuses_more_and_serves_again_once_drained(serve_app: str):
     ui = load_serve_config(ROOT / "serve_config.yaml")["applications"][1]["args"]
-    at_once = 2 * (ui["concurrency_limit"] + ui["max_queue_size"])
+    at_once = 4 * (ui["concurrency_limit"] + ui["max_queue_size"])
     with ThreadPoolExecutor(1) as pool:
         joins, status_after = pool.submit(asyncio.run, flood_ui(serve_app, at_once)).result()
     statuses = Counter(joined.status_code for joined in joins)
