@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backend.local import free_port, load_serve_config
+from backend.local import load_serve_config
 from bench.app import App
-from tests.conftest import GUARD_ENV, PHOTOS, ROOT, guarded_config
+from tests.conftest import PHOTOS, ROOT, guarded_config
+from tests.faults import own_app
 from tests.image_server import ImageServer
 from tests.postgres_server import PostgresServer
 
@@ -40,12 +41,8 @@ def app(tmp_path_factory: pytest.TempPathFactory, image_server: ImageServer, pos
     api["args"]["gallery"] = {**api["args"]["gallery"], "database_url": postgres.url}
     gallery = next(d for d in api["deployments"] if d["name"] == "Gallery")
     gallery["num_replicas"] = GALLERY_REPLICAS
-    running = App(config, free_port(), workdir / "data", workdir, env=GUARD_ENV)
-    running.start()
-    try:
+    with own_app(config, workdir) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def add(client: httpx.Client, label: str) -> httpx.Response:

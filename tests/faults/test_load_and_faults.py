@@ -26,10 +26,11 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from backend.local import free_port, load_serve_config
+from backend.local import load_serve_config
 from bench.app import App
 from bench.stats import tree_pids
 from tests.conftest import GUARD_ENV, PHOTOS, ROOT, guarded_config
+from tests.faults import own_app
 from tests.image_server import ImageServer
 
 # Every test here in the browser tests' group: pytest groups tests by pytest-playwright's parametrized
@@ -58,12 +59,8 @@ def measurements(pytestconfig: pytest.Config) -> Iterator[dict]:
 def app(tmp_path_factory: pytest.TempPathFactory, image_server: ImageServer) -> Iterator[App]:
     workdir = tmp_path_factory.mktemp("faults")
     config = guarded_config(load_serve_config(ROOT / "serve_config.yaml"), image_server.port)
-    running = App(config, free_port(), workdir / "data", workdir, env=GUARD_ENV)
-    running.start()
-    try:
+    with own_app(config, workdir) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def watch_readiness(url: str, stop: threading.Event, seen: list[tuple[float, int]]) -> None:
