@@ -97,7 +97,7 @@ def up(
 @cli.command()
 def index(
     folder: Path = typer.Argument(..., exists=True, file_okay=False, help="Photos; <folder>/<breed>/<photo> gives the breed."),
-    database_url: str | None = typer.Option(None, help="Gallery database (default: the app's, under $RETRIEVER_DATA_DIR)."),
+    database_url: str | None = typer.Option(None, help="Gallery database (default: $RETRIEVER_GALLERY_URL or the data dir's)."),
     kind: str = typer.Option("registry", help="Vision model kind, as the app's Vision user_config."),
     model: str | None = typer.Option(None, help="Its reference, as the app's (default models:/dog-breeds@champion)."),
     tracking_uri: str | None = typer.Option(None, help="MLflow store (default: $MLFLOW_TRACKING_URI or the data dir's)."),
@@ -202,6 +202,15 @@ def train(
         console.print(f"models:/{name}@{alias} -> version {report.version}: a running app serving it switches within its follow_alias_s.")
     else:
         console.print(f"To serve it: retriever promote {name} {report.version}")
+
+
+@cli.command()
+def prepare(
+    config: Path = typer.Option(Path("serve_config.yaml"), exists=True, dir_okay=False, help="Serve config to be deployed."),
+) -> None:
+    """Ready a cluster's shared registry for `serve deploy CONFIG`: register the packaged breed model
+    if the config serves it and it is not there (idempotent; `retriever up` does this itself)."""
+    _bootstrap_registry(load_serve_config(config))
 
 
 @cli.command()

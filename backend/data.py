@@ -1,5 +1,7 @@
 """Where the embedded (one machine) deployment keeps its data: one directory, by default
-~/.local/share/retriever, or $RETRIEVER_DATA_DIR. Each store can be pointed elsewhere by config."""
+~/.local/share/retriever, or $RETRIEVER_DATA_DIR. Each store can be pointed elsewhere by config, or, for
+every process of a cluster at once, by the environment its nodes start with: $RETRIEVER_GALLERY_URL and
+$MLFLOW_TRACKING_URI (README, "Scale out")."""
 
 from __future__ import annotations
 
@@ -17,9 +19,12 @@ def _in_data_dir(name: str) -> Path:
     return data_dir / name
 
 
+GALLERY_URL_ENV = "RETRIEVER_GALLERY_URL"
+
+
 def default_gallery_url() -> str:
-    """SQLAlchemy URL of the gallery: SQLite in the data dir."""
-    return f"sqlite:///{_in_data_dir('gallery.db')}"
+    """SQLAlchemy URL of the gallery: $RETRIEVER_GALLERY_URL (PostgreSQL, say), else SQLite in the data dir."""
+    return os.environ.get(GALLERY_URL_ENV) or f"sqlite:///{_in_data_dir('gallery.db')}"
 
 
 def default_tracking_uri() -> str:

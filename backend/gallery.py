@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from shared.schemas import DeploymentStatus
 logger = logging.getLogger("ray.serve")
 
 SEED_DIR = Path(__file__).resolve().parent / "gallery_seed"
+SEED_WAIT_S = 120.0  # how long a claim to seed the gallery holds the other replicas back
 
 
 @contextmanager
@@ -43,7 +45,7 @@ class GallerySettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     database_url: str | None = Field(
-        None, description="SQLAlchemy URL. None: SQLite at <data dir>/gallery.db ($RETRIEVER_DATA_DIR or ~/.local/share/retriever)."
+        None, description="SQLAlchemy URL. None: $RETRIEVER_GALLERY_URL, else SQLite at <data dir>/gallery.db ($RETRIEVER_DATA_DIR or ~/.local/share/retriever)."
     )
     seed: bool = Field(True, description="Add the packaged photos (backend/gallery_seed) to an empty gallery.")
     matches: int = Field(5, ge=1, le=50, description="Similar photos returned when a request does not say.")
@@ -119,7 +121,10 @@ class Gallery:
         """Fill an empty gallery with the packaged photos, once across all replicas and restarts.
         Each is made into an entry the way an upload is (shared.photos), then added here."""
         marker = f"seeded:{self.embedder.name}"
-        if self.store.count(self.embedder.name) or not self.store.claim(marker):
+        if self.store.count(self.embedder.name):
+            return
+        if not self.store.claim(marker):
+            await self._await_seeding(marker)
             return
         photos = PhotoService(self.vision, None, Limits())
         try:
@@ -129,3 +134,22 @@ class Gallery:
         except Exception:
             logger.exception("seeding the gallery failed")
             self.store.release(marker)
+        else:
+            self.store.claim(f"{marker}:done")
+
+    async def _await_seeding(self, marker: str) -> None:
+        """Another replica holds the claim to seed: not ready until it is done (a replica that said
+        ready with an empty gallery would answer searches with nothing). Only while the claim is fresh:
+        an old one is a seeding that ended long ago (its photos since deleted) or a replica that died."""
+        while True:
+            try:
+                claimed_at = await asyncio.to_thread(self.store.marker_at, marker)
+                if claimed_at is None or await asyncio.to_thread(self.store.marker_at, f"{marker}:done"):
+                    break
+                if (dt.datetime.now(dt.timezone.utc) - claimed_at).total_seconds() > SEED_WAIT_S:
+                    break
+            except (OperationalError, InterfaceError):
+                pass  # the database is down: status() says so meanwhile
+            await asyncio.sleep(0.5)
+        with suppress(OperationalError, InterfaceError):
+            await asyncio.to_thread(self.refresh)

@@ -1,7 +1,8 @@
 """Refuse, in this process, any socket connection that would leave the machine.
 
 Tests must only talk to loopback. A bug that points a client elsewhere fails the test at `connect`
-instead of sending a packet. Names under .localhost resolve to 127.0.0.1 without a DNS query.
+instead of sending a packet, and a name that would need a DNS server is not looked up. Names under
+.localhost resolve to 127.0.0.1 without a DNS query.
 """
 
 from __future__ import annotations
@@ -40,14 +41,30 @@ def _guarded_connect_ex(self, address):
 
 
 _original_getaddrinfo = socket.getaddrinfo
+_LOOPBACK_NAMES = {"localhost", socket.gethostname().lower()}  # both in /etc/hosts: no DNS query
 
 
 def _getaddrinfo(host, *args, **kwargs):
-    # *.localhost is loopback (RFC 6761; Chromium and curl know it, Python's resolver does not):
-    # answered here, so the name never reaches a DNS server. Share links on a test server use it.
-    if isinstance(host, (str, bytes)) and (host.decode() if isinstance(host, bytes) else host).rstrip(".").endswith(".localhost"):
-        host = "127.0.0.1"
+    """Resolves only what needs no DNS server: IP literals, localhost and this machine's own name;
+    *.localhost is loopback (RFC 6761; Chromium and curl know it, Python's resolver does not) and is
+    answered here. Any other name is refused before a query could leave the machine (Ray's dashboard
+    looks up metadata.google.internal and usage-stats.ray.io, usage stats disabled or not)."""
+    name = host.decode() if isinstance(host, bytes) else host
+    if isinstance(name, str):
+        bare = name.split("%")[0].rstrip(".").lower()
+        if bare.endswith(".localhost"):
+            host = "127.0.0.1"
+        elif bare not in _LOOPBACK_NAMES and not _is_ip_literal(bare):
+            raise socket.gaierror(socket.EAI_NONAME, f"{name!r} not looked up: tests resolve only loopback names")
     return _original_getaddrinfo(host, *args, **kwargs)
+
+
+def _is_ip_literal(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def install() -> None:

@@ -156,6 +156,15 @@ class GalleryStore:
             return False
         return True
 
+    def marker_at(self, marker: str) -> dt.datetime | None:
+        """When `marker` was recorded (UTC); None if it is not."""
+        with Session(self.engine) as session:
+            found = session.get(Marker, marker)
+        if found is None:
+            return None
+        # SQLite hands back naive datetimes (stored as UTC)
+        return found.at if found.at.tzinfo else found.at.replace(tzinfo=dt.timezone.utc)
+
     def release(self, marker: str) -> None:
         with Session(self.engine) as session, session.begin():
             session.query(Marker).filter(Marker.name == marker).delete()

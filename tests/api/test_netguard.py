@@ -4,6 +4,7 @@ is TEST-NET-1 (192.0.2.1, for documentation); each check first makes sure the gu
 a broken guard fails the test instead of sending a packet."""
 
 import asyncio
+import ipaddress
 import socket
 
 import pytest
@@ -32,6 +33,15 @@ def test_this_process_refuses_off_machine_connections():
     with pytest.raises(UnreachableUrl) as refused:
         asyncio.run(fetch_image_bytes(f"http://{OFF_MACHINE}/dog.jpg", ADMITTED))
     assert "OffMachineConnection" in exception_chain(refused.value)
+
+
+def test_names_that_need_a_dns_server_are_not_looked_up():
+    assert socket.getaddrinfo is netguard._getaddrinfo
+    for name in ("metadata.google.internal", "usage-stats.ray.io", b"example.org"):  # what Ray's dashboard tries
+        with pytest.raises(socket.gaierror, match="tests resolve only loopback names"):
+            socket.getaddrinfo(name, 80)
+    for name in ("localhost", "127.0.0.1", "::1", "dog.localhost", socket.gethostname(), None):
+        assert all(ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(name, 80))
 
 
 def test_an_actor_set_up_like_the_replicas_refuses_them(serve_deployment):

@@ -1,4 +1,6 @@
-"""Gallery store (SQLite through SQLAlchemy) and the in-memory vector index."""
+"""Gallery store (SQLite and PostgreSQL through SQLAlchemy) and the in-memory vector index."""
+
+import datetime as dt
 
 import numpy as np
 import pytest
@@ -109,6 +111,11 @@ def test_a_marker_is_claimed_once(store_url):
     assert second.claim("seeded:m") is False
     first.release("seeded:m")
     assert second.claim("seeded:m") is True
+    # When it was claimed, as every replica reads it (how long a claim to seed holds the others back).
+    claimed_at = first.marker_at("seeded:m")
+    assert claimed_at.tzinfo is not None
+    assert abs((dt.datetime.now(dt.timezone.utc) - claimed_at).total_seconds()) < 60
+    assert first.marker_at("seeded:m:done") is None
 
 
 def test_folder_layout_gives_labels():
