@@ -214,6 +214,28 @@ def prepare(
 
 
 @cli.command()
+def rayservice(
+    image: str = typer.Option(..., help="Container image with this project installed, serve_config.yaml in its working dir."),
+    gallery_url: str = typer.Option(..., help="The gallery's database: postgresql+psycopg://USER:PASSWORD@HOST:5432/DB."),
+    tracking_uri: str = typer.Option(..., help="The MLflow tracking server: http://HOST:5000."),
+    config: Path = typer.Option(Path("serve_config.yaml"), exists=True, dir_okay=False, help="Serve config to deploy."),
+    name: str = typer.Option("retriever", help="Name of the RayService (and of its Secret, NAME-cluster)."),
+    workers: int = typer.Option(2, min=1, help="Worker pods."),
+    cpus: int = typer.Option(2, min=1, help="CPUs of each pod."),
+    memory: str = typer.Option("8Gi", help="Memory of each pod."),
+) -> None:
+    """Print a KubeRay RayService that deploys the config, and the Secret with the cluster settings that
+    every pod reads (`retriever rayservice ... | kubectl apply -f -`)."""
+    from backend.kuberay import dump, rayservice_manifest
+
+    manifest = rayservice_manifest(
+        load_serve_config(config), name=name, image=image, gallery_url=gallery_url, tracking_uri=tracking_uri,
+        workers=workers, cpus=cpus, memory=memory,
+    )  # fmt: skip
+    typer.echo(dump(manifest), nl=False)
+
+
+@cli.command()
 def promote(
     name: str = typer.Argument("dog-breeds", help="Registered model."),
     version: int = typer.Argument(..., help="Version to serve."),
