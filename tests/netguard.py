@@ -60,10 +60,15 @@ def _getaddrinfo(host, *args, **kwargs):
 
 
 def _is_ip_literal(text: str) -> bool:
+    """An address the resolver reads without a query: IPv4/IPv6 text, or inet_aton's older spellings
+    (2130706433, 0x7f.1, 127.1), which the app's URL checks must see as the addresses they are."""
     try:
         ipaddress.ip_address(text.strip("[]"))
     except ValueError:
-        return False
+        try:
+            socket.inet_aton(text)
+        except OSError:
+            return False
     return True
 
 

@@ -40,7 +40,7 @@ def test_names_that_need_a_dns_server_are_not_looked_up():
     for name in ("metadata.google.internal", "usage-stats.ray.io", b"example.org"):  # what Ray's dashboard tries
         with pytest.raises(socket.gaierror, match="tests resolve only loopback names"):
             socket.getaddrinfo(name, 80)
-    for name in ("localhost", "127.0.0.1", "::1", "dog.localhost", socket.gethostname(), None):
+    for name in ("localhost", "127.0.0.1", "2130706433", "::1", "dog.localhost", socket.gethostname(), None):
         assert all(ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(name, 80))
 
 

@@ -59,12 +59,16 @@ def deployed(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Conf
     with PostgresServer() as postgres, MlflowServer(postgres.new_database("mlflow")) as mlflow:
         settings = {"RETRIEVER_GALLERY_URL": postgres.url, "MLFLOW_TRACKING_URI": mlflow.url}
         with RayCluster({**GUARD_ENV, **settings}) as cluster:
+            started = time.monotonic()
             cluster.start_head(num_cpus=2, resources={"head_node": 1})
             cluster.add_worker("worker", num_cpus=2, resources={"worker_node": 1})
             cluster.wait_for_nodes(2)
+            nodes_up_s = time.monotonic() - started
+            started = time.monotonic()
             prepared = cluster.cli(RETRIEVER, "prepare", "--config", str(ROOT / "serve_config.yaml"), timeout_s=300)
             assert prepared.returncode == 0, prepared.stdout + prepared.stderr
             assert "registered the packaged model as version 1" in prepared.stdout
+            prepare_s = time.monotonic() - started
 
             config_path = tmp_path_factory.mktemp("cluster") / "serve_config.yaml"
             http_port = free_port()
@@ -80,6 +84,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Conf
                 cluster.save_logs(output / "cluster-logs")
                 raise
             running = Deployed(cluster, postgres, url, time.monotonic() - started)
+            running.metrics.update(nodes_up_s=round(nodes_up_s, 1), prepare_s=round(prepare_s, 1))
             try:
                 yield running
             finally:
