@@ -140,8 +140,10 @@ class Gallery:
     async def _await_seeding(self, marker: str) -> None:
         """Another replica holds the claim to seed: not ready until it is done (a replica that said
         ready with an empty gallery would answer searches with nothing). Only while the claim is fresh:
-        an old one is a seeding that ended long ago (its photos since deleted) or a replica that died."""
-        while True:
+        an old one is a seeding that ended long ago (its photos since deleted) or a replica that died.
+        At most SEED_WAIT_S here too, whatever the clocks of the two replicas' nodes say."""
+        deadline = time.monotonic() + SEED_WAIT_S
+        while time.monotonic() < deadline:
             try:
                 claimed_at = await asyncio.to_thread(self.store.marker_at, marker)
                 if claimed_at is None or await asyncio.to_thread(self.store.marker_at, f"{marker}:done"):
