@@ -1,6 +1,6 @@
 """A multi-node Ray cluster on one machine, as the README's "scale out" section starts one: each node a
 `ray start --block` process of its own (head first, then workers joining its address), with its own
-ports, temp dir, data dir and custom resources; token authentication on; nothing bound beyond 127.0.0.1.
+ports, temp dir, data dir and custom resources; token authentication on; nothing bound beyond loopback (each node has its own 127.0.0.x).
 
 `ray start --block` stays in the foreground: this process's child, which shuts its node down on SIGTERM.
 Whatever of a node outlives that (Ray workers start sessions of their own) is found as a descendant of

@@ -36,7 +36,7 @@ DATABASE_DOWN = "The gallery's database is not answering; try again shortly."
 
 class Deployed:
     def __init__(self, cluster: RayCluster, postgres: PostgresServer, url: str, deploy_s: float) -> None:
-        self.cluster, self.postgres, self.url, self.deploy_s = cluster, postgres, url, deploy_s
+        self.cluster, self.postgres, self.url = cluster, postgres, url
         self.metrics: dict[str, float] = {"deploy_s": round(deploy_s, 1)}
 
     def replicas(self) -> dict[str, list[dict]]:
