@@ -1,7 +1,7 @@
 """Where the embedded (one machine) deployment keeps its data: one directory, by default
 ~/.local/share/retriever, or $RETRIEVER_DATA_DIR. Each store can be pointed elsewhere by config, or, for
 every process of a cluster at once, by the environment its nodes start with: $RETRIEVER_GALLERY_URL and
-$MLFLOW_TRACKING_URI (README, "Scale out")."""
+$MLFLOW_TRACKING_URI (docs/scale-out.md)."""
 
 from __future__ import annotations
 

@@ -48,7 +48,9 @@ def user_config(config: dict[str, Any], app_name: str, deployment: str) -> dict[
 class App:
     """One `retriever up` process. `start()` returns the cold start: command to every READY_PATH 200."""
 
-    def __init__(self, config: dict[str, Any], port: int, data_dir: Path, workdir: Path, env: dict[str, str] | None = None):
+    def __init__(
+        self, config: dict[str, Any], port: int, data_dir: Path, workdir: Path, env: dict[str, str] | None = None
+    ):
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.data_dir = data_dir
@@ -63,7 +65,11 @@ class App:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [str(RETRIEVER), "up", "--config", str(self.config_path), "--port", str(self.port)],
-                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         waiting = list(READY_PATHS)
         with httpx.Client(base_url=self.url, timeout=10) as client:

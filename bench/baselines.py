@@ -89,13 +89,17 @@ def pipeline(requests: int = 50, threads: int = TORCH_THREADS, matches: int = 5)
         index.search(analysis.embedding, matches, [breed for breed, _ in analysis.top_breeds(4)])
 
     pixels = to_model_input(decode_image(data, limits), model.input_spec)
-    emit({
-        "threads": threads,
-        "gallery_photos": len(index),
-        "latency_ms": latency_summary(timed_ms(one_photo, requests)),
-        "decode_ms": latency_summary(timed_ms(lambda: to_model_input(decode_image(data, limits), model.input_spec), requests)),
-        "model_ms": latency_summary(timed_ms(lambda: model.analyse([pixels]), requests)),
-    })
+    emit(
+        {
+            "threads": threads,
+            "gallery_photos": len(index),
+            "latency_ms": latency_summary(timed_ms(one_photo, requests)),
+            "decode_ms": latency_summary(
+                timed_ms(lambda: to_model_input(decode_image(data, limits), model.input_spec), requests)
+            ),
+            "model_ms": latency_summary(timed_ms(lambda: model.analyse([pixels]), requests)),
+        }
+    )
 
 
 @cli.command()
@@ -123,8 +127,16 @@ def batched(seconds: float = 20, batch: int = 8, threads: int = TORCH_THREADS, p
     with ThreadPoolExecutor(passes) as pool:
         done = sum(pool.map(lambda _: run_passes(), range(passes)))
     elapsed = time.perf_counter() - started
-    emit({"threads": threads, "passes": passes, "batch": batch, "images": done, "elapsed_s": round(elapsed, 2),
-          "throughput_ips": round(done / elapsed, 2)})
+    emit(
+        {
+            "threads": threads,
+            "passes": passes,
+            "batch": batch,
+            "images": done,
+            "elapsed_s": round(elapsed, 2),
+            "throughput_ips": round(done / elapsed, 2),
+        }
+    )
 
 
 @cli.command()
@@ -137,14 +149,26 @@ def extractive(requests: int = 30, threads: int = TORCH_THREADS) -> None:
     torch.set_num_threads(threads)
     model = ExtractiveSummarizer.load()
     article = ARTICLE_600.read_text(encoding="utf-8")
-    emit({"words": len(article.split()), "latency_ms": latency_summary(timed_ms(lambda: model.summarize(article), requests))})
+    emit(
+        {
+            "words": len(article.split()),
+            "latency_ms": latency_summary(timed_ms(lambda: model.summarize(article), requests)),
+        }
+    )
 
 
 # t5-small's shape and its published summarization settings; the weights are random (no checkpoint
 # installs offline), which is fine for timing: the work per token is the same.
 T5_SMALL = dict(vocab_size=32128, d_model=512, d_ff=2048, d_kv=64, num_layers=6, num_decoder_layers=6, num_heads=8)
-T5_SUMMARIZATION = {"early_stopping": True, "length_penalty": 2.0, "max_length": 200, "min_length": 30,
-                    "no_repeat_ngram_size": 3, "num_beams": 4, "prefix": "summarize: "}
+T5_SUMMARIZATION = {
+    "early_stopping": True,
+    "length_penalty": 2.0,
+    "max_length": 200,
+    "min_length": 30,
+    "no_repeat_ngram_size": 3,
+    "num_beams": 4,
+    "prefix": "summarize: ",
+}
 
 
 @cli.command("build-t5")
@@ -164,8 +188,13 @@ def build_t5(path: Path) -> None:
         tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
     ).save_pretrained(path)
     torch.manual_seed(0)
-    config = T5Config(**T5_SMALL, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-                      task_specific_params={"summarization": T5_SUMMARIZATION})
+    config = T5Config(
+        **T5_SMALL,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        task_specific_params={"summarization": T5_SUMMARIZATION},
+    )
     network = T5ForConditionalGeneration(config)
     network.generation_config = GenerationConfig(decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
     network.save_pretrained(path)
@@ -190,14 +219,21 @@ def abstractive(
     for i in range(requests + 1):
         started = time.perf_counter()
         first_at = None
-        for pieces, _piece in enumerate(model.stream(article), start=1):
+        for pieces, _piece in enumerate(model.stream(article), start=1):  # noqa: B007 (the count is read after)
             if first_at is None:
                 first_at = (time.perf_counter() - started) * 1000
         if i:  # the first run warms up
             first.append(first_at)
             total.append((time.perf_counter() - started) * 1000)
-    emit({"num_beams": num_beams, "chunks": len(model.preprocess(article)), "pieces": pieces,
-          "first_piece_ms": latency_summary(first), "total_ms": latency_summary(total)})
+    emit(
+        {
+            "num_beams": num_beams,
+            "chunks": len(model.preprocess(article)),
+            "pieces": pieces,
+            "first_piece_ms": latency_summary(first),
+            "total_ms": latency_summary(total),
+        }
+    )
 
 
 def clustered_vectors(count: int, dim: int, clusters: int, seed: int) -> np.ndarray:
@@ -215,7 +251,9 @@ def clustered_vectors(count: int, dim: int, clusters: int, seed: int) -> np.ndar
 
 
 @cli.command()
-def search(sizes: str = "10000,100000,1000000", queries: int = 200, dim: int = 1280, clusters: int = 1000, k: int = 10) -> None:
+def search(
+    sizes: str = "10000,100000,1000000", queries: int = 200, dim: int = 1280, clusters: int = 1000, k: int = 10
+) -> None:
     """B5: the gallery's index (backend.models.index.VectorIndex) over clustered vectors: exact search
     and ANN, latency per query and ANN recall@k against the exact answer."""
     from backend.models.index import VectorIndex
@@ -243,10 +281,17 @@ def search(sizes: str = "10000,100000,1000000", queries: int = 200, dim: int = 1
             found.append({m.id for m in index.search(probe, k)})
             ann_ms.append((time.perf_counter() - began) * 1000)
         recall = float(np.mean([len(f & t) / k for f, t in zip(found, truth)]))
-        results.append({
-            "vectors": size, "dim": dim, "exact_ms": latency_summary(exact_ms), "ann_ms": latency_summary(ann_ms),
-            "ann_recall_at_k": round(recall, 4), "ann_build_s": round(build_s, 1), "ann": index.describe(),
-        })
+        results.append(
+            {
+                "vectors": size,
+                "dim": dim,
+                "exact_ms": latency_summary(exact_ms),
+                "ann_ms": latency_summary(ann_ms),
+                "ann_recall_at_k": round(recall, 4),
+                "ann_build_s": round(build_s, 1),
+                "ann": index.describe(),
+            }
+        )
         del index
     emit({"k": k, "queries": queries, "clusters": clusters, "sizes": results})
 

@@ -49,7 +49,9 @@ class Clients:
             while not self.stopped.is_set():
                 sent = time.monotonic()
                 try:
-                    response = client.post(f"{self.url}/api/v1/photos", files={"file": ("dog.jpg", photo, "image/jpeg")})
+                    response = client.post(
+                        f"{self.url}/api/v1/photos", files={"file": ("dog.jpg", photo, "image/jpeg")}
+                    )
                     model = response.json().get("model", "") if response.status_code == 200 else response.text[:200]
                     self.answers.append((sent, response.status_code, model, time.monotonic() - sent))
                 except httpx.HTTPError as exc:
@@ -69,7 +71,11 @@ class Clients:
 def ms(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
-    return {"p50": round(statistics.median(values) * 1000), "p95": round(percentile(values, 0.95) * 1000), "max": round(max(values) * 1000)}
+    return {
+        "p50": round(statistics.median(values) * 1000),
+        "p95": round(percentile(values, 0.95) * 1000),
+        "max": round(max(values) * 1000),
+    }
 
 
 def main() -> None:
@@ -82,8 +88,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="retriever-bench-") as scratch:
         env = {**os.environ, "RETRIEVER_DATA_DIR": str(Path(scratch) / "data")}
         folder = build_labelled_folder(Path(scratch) / "photos")
-        app = subprocess.Popen([str(RETRIEVER), "up", "--port", str(args.port)], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        app = subprocess.Popen(
+            [str(RETRIEVER), "up", "--port", str(args.port)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             while True:
                 if app.poll() is not None:
@@ -97,13 +108,21 @@ def main() -> None:
             with Clients(url, args.clients) as clients:
                 time.sleep(10)  # a baseline before training starts
                 started = time.monotonic()
-                train = subprocess.run([str(RETRIEVER), "train", str(folder), "--alias", "champion"],
-                                       cwd=ROOT, env=env, capture_output=True, text=True)
+                train = subprocess.run(
+                    [str(RETRIEVER), "train", str(folder), "--alias", "champion"],
+                    cwd=ROOT,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                )
                 train_s = time.monotonic() - started
                 if train.returncode:
                     raise SystemExit(f"retriever train failed:\n{train.stdout[-2000:]}\n{train.stderr[-2000:]}")
                 deadline = time.monotonic() + 60
-                while not any(model.endswith("/2") for _, _, model, _ in clients.answers[-5:]) and time.monotonic() < deadline:
+                while (
+                    not any(model.endswith("/2") for _, _, model, _ in clients.answers[-5:])
+                    and time.monotonic() < deadline
+                ):
                     time.sleep(0.2)
                 time.sleep(10)  # and after the swap
             ready = httpx.get(f"{url}/api/v1/ready", timeout=30).json()["deployments"]["Vision"]
@@ -120,7 +139,9 @@ def main() -> None:
         "failed": sum(1 for _, status, _, _ in answers if status != 200),
         "answered_by": dict(Counter(model for _, status, model, _ in answers if status == 200)),
         "latency_ms_before_training": ms([s for sent, _, _, s in answers if sent < started]),
-        "latency_ms_within_5_s_of_the_swap": ms([s for sent, _, _, s in answers if swapped_at and abs(sent - swapped_at) < 5]),
+        "latency_ms_within_5_s_of_the_swap": ms(
+            [s for sent, _, _, s in answers if swapped_at and abs(sent - swapped_at) < 5]
+        ),
         "swap_after_training_started_s": round(swapped_at - started, 1) if swapped_at else None,
         "train_wall_s": round(train_s, 1),
         "train_ms_per_epoch": int(per_epoch.group(1)) if per_epoch else None,

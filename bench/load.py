@@ -135,7 +135,13 @@ class GradioProtocol:
         session = uuid.uuid4().hex
         joined = await self.client.post(
             "/ui/gradio_api/queue/join",
-            json={"data": data, "fn_index": self.fn_ids[api_name], "session_hash": session, "event_data": None, "trigger_id": None},
+            json={
+                "data": data,
+                "fn_index": self.fn_ids[api_name],
+                "session_hash": session,
+                "event_data": None,
+                "trigger_id": None,
+            },
         )
         return joined, session
 

@@ -26,10 +26,10 @@ import typer
 import yaml
 from rich.console import Console
 
+from backend.deployments.summarizer import SummarizerSettings
 from bench.app import App, bench_config, user_config
 from bench.report import write_report
-from backend.summarizer import SummarizerSettings
-from backend.local import free_port
+from retriever.local import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -46,14 +46,29 @@ def worker(*args: str, timeout_s: float = 1800) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def load(url: str, scenario: str, concurrency: int = 1, requests: int = 50, max_seconds: float = 120, **options: Any) -> dict:
-    args = ["bench.load", "--url", url, "--scenario", scenario, "--concurrency", str(concurrency),
-            "--requests", str(requests), "--max-seconds", str(max_seconds)]
+def load(
+    url: str, scenario: str, concurrency: int = 1, requests: int = 50, max_seconds: float = 120, **options: Any
+) -> dict:
+    args = [
+        "bench.load",
+        "--url",
+        url,
+        "--scenario",
+        scenario,
+        "--concurrency",
+        str(concurrency),
+        "--requests",
+        str(requests),
+        "--max-seconds",
+        str(max_seconds),
+    ]
     for key, value in options.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
     result = worker(*args, timeout_s=max_seconds + 300)
-    console.print(f"  {scenario} c={concurrency}: p50 {result['latency_ms'].get('p50')} ms, "
-                  f"{result['throughput_rps']} req/s, statuses {result['statuses']}")
+    console.print(
+        f"  {scenario} c={concurrency}: p50 {result['latency_ms'].get('p50')} ms, "
+        f"{result['throughput_rps']} req/s, statuses {result['statuses']}"
+    )
     return result
 
 
@@ -74,7 +89,9 @@ def main(
     requests: int = typer.Option(60, min=5, help="Requests per latency measurement (concurrency 1)."),
     search_sizes: str = typer.Option("10000,100000,1000000", help="B5 gallery sizes."),
     tutorial_requests: int = typer.Option(8, min=1, help="B3: requests to the tutorial's design (~10 s each)."),
-    set_: list[str] = typer.Option([], "--set", help="Serve config change, e.g. api.Vision.user_config.torch_threads=1."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Serve config change, e.g. api.Vision.user_config.torch_threads=1."
+    ),
     env: list[str] = typer.Option([], "--env", help="Environment of the app, e.g. RAY_SERVE_THROUGHPUT_OPTIMIZED=1."),
 ) -> None:
     wanted = {name.strip().upper() for name in only.split(",")}
@@ -94,8 +111,16 @@ def main(
     console.print(f"[green]Results[/] in {out}/results.md")
 
 
-def run_all(wanted, work: Path, results: dict, requests: int, search_sizes: str, tutorial_requests: int,
-            overrides: dict, app_env: dict) -> None:
+def run_all(
+    wanted,
+    work: Path,
+    results: dict,
+    requests: int,
+    search_sizes: str,
+    tutorial_requests: int,
+    overrides: dict,
+    app_env: dict,
+) -> None:
     t5_dir = work / "t5-small-shaped"
     baselines: dict[str, Any] = results.setdefault("baselines", {})
     console.rule("Baselines (in-process, no serving)")
@@ -107,16 +132,32 @@ def run_all(wanted, work: Path, results: dict, requests: int, search_sizes: str,
     if wanted & {"B1"}:
         baselines["pipeline"] = worker("bench.baselines", "pipeline", "--requests", str(requests), *vision_threads)
     if wanted & {"B2"}:
-        baselines["batched"] = worker("bench.baselines", "batched", *vision_threads,
-                                      "--batch", str(vision.get("max_batch_size", 8)),
-                                      "--passes", str(vision.get("concurrent_passes", 1)))
+        baselines["batched"] = worker(
+            "bench.baselines",
+            "batched",
+            *vision_threads,
+            "--batch",
+            str(vision.get("max_batch_size", 8)),
+            "--passes",
+            str(vision.get("concurrent_passes", 1)),
+        )
     if wanted & {"B4"}:
-        baselines["extractive"] = worker("bench.baselines", "extractive", "--requests", str(min(requests, 30)), *text_threads)
+        baselines["extractive"] = worker(
+            "bench.baselines", "extractive", "--requests", str(min(requests, 30)), *text_threads
+        )
         worker("bench.baselines", "build-t5", str(t5_dir))
         # Chunked as the seq2seq app below chunks (the Summarizer's default first_chunk_tokens unless --set).
         first_chunk = summarizer.get("first_chunk_tokens", SummarizerSettings().first_chunk_tokens) or 0
-        baselines["abstractive"] = worker("bench.baselines", "abstractive", str(t5_dir), "--requests", "5", *text_threads,
-                                          "--first-chunk-tokens", str(first_chunk))
+        baselines["abstractive"] = worker(
+            "bench.baselines",
+            "abstractive",
+            str(t5_dir),
+            "--requests",
+            "5",
+            *text_threads,
+            "--first-chunk-tokens",
+            str(first_chunk),
+        )
     if wanted & {"B5"}:
         console.print(f"  B5 gallery search at {search_sizes} vectors (minutes at 1M)")
         results["B5"] = worker("bench.baselines", "search", "--sizes", search_sizes, timeout_s=3600)
@@ -145,12 +186,17 @@ def run_all(wanted, work: Path, results: dict, requests: int, search_sizes: str,
             restart.stop()
         if wanted & {"B4"}:
             console.rule("Abstractive summaries (t5-small-shaped, random weights) through the UI")
-            seq2seq = {"api.Summarizer.user_config.kind": "seq2seq", "api.Summarizer.user_config.model": str(t5_dir),
-                       "api.Summarizer.user_config.num_beams": 1}
+            seq2seq = {
+                "api.Summarizer.user_config.kind": "seq2seq",
+                "api.Summarizer.user_config.model": str(t5_dir),
+                "api.Summarizer.user_config.num_beams": 1,
+            }
             app = App(bench_config({**overrides, **seq2seq}), free_port(), work / "data", work, app_env)
             app.start()
             try:
-                results.setdefault("B4", {})["abstractive_ui"] = load(app.url, "ui-queue-summary", requests=5, max_seconds=300)
+                results.setdefault("B4", {})["abstractive_ui"] = load(
+                    app.url, "ui-queue-summary", requests=5, max_seconds=300
+                )
             finally:
                 app.stop()
         if wanted & {"B3"}:
@@ -182,12 +228,21 @@ def serve_benchmarks(app: App, wanted, results: dict, requests: int, image_url: 
 
 def tutorial_benchmark(work: Path, image_url: str, requests: int) -> dict:
     embeddings = work / "tutorial-embeddings"
-    subprocess.run([PYTHON, "-m", "bench.tutorial", "--embeddings", str(embeddings), "--write-embeddings"],
-                   cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [PYTHON, "-m", "bench.tutorial", "--embeddings", str(embeddings), "--write-embeddings"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     port = free_port()
     log = (work / "tutorial.log").open("wb")
-    server = subprocess.Popen([PYTHON, "-m", "bench.tutorial", "--port", str(port), "--embeddings", str(embeddings)],
-                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(
+        [PYTHON, "-m", "bench.tutorial", "--port", str(port), "--embeddings", str(embeddings)],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 300

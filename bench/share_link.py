@@ -27,15 +27,15 @@ OWN_DATA_DIR = None if "RETRIEVER_DATA_DIR" in os.environ else tempfile.mkdtemp(
 if OWN_DATA_DIR:
     os.environ["RETRIEVER_DATA_DIR"] = OWN_DATA_DIR
 
-from backend.local import apply_local_env  # noqa: E402
+from retriever.local import apply_local_env  # noqa: E402
 
 apply_local_env()
 
 import httpx  # noqa: E402
 
-from backend.cli import _bootstrap_registry, with_ui_settings  # noqa: E402
-from backend.local import driver_handle, free_port, load_serve_config, start_local_serve  # noqa: E402
 from bench.stats import percentile  # noqa: E402
+from retriever.cli import _bootstrap_registry, with_ui_settings  # noqa: E402
+from retriever.local import driver_handle, free_port, load_serve_config, start_local_serve  # noqa: E402
 from tests import netguard  # noqa: E402
 from tests.share_server import ShareServer  # noqa: E402
 from ui.examples import APOLLO_11  # noqa: E402
@@ -62,7 +62,9 @@ def main() -> None:
 
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as workdir, ShareServer(Path(workdir)) as server:
-        config = with_ui_settings(load_serve_config(ROOT / "serve_config.yaml"), {"enabled": True, "server": server.address})
+        config = with_ui_settings(
+            load_serve_config(ROOT / "serve_config.yaml"), {"enabled": True, "server": server.address}
+        )
         _bootstrap_registry(config)
         running = start_local_serve(config, http_port=free_port())
         try:
@@ -73,20 +75,32 @@ def main() -> None:
             opened = []
             for _ in range(5):
                 started = time.perf_counter()
-                extra = ShareLink(ShareSettings(enabled=True, server=server.address), local_port=running.port, path="/ui").start()
+                extra = ShareLink(
+                    ShareSettings(enabled=True, server=server.address), local_port=running.port, path="/ui"
+                ).start()
                 assert extra.wait(30).state == "ready"
                 opened.append(time.perf_counter() - started)
-                rss_kib = int(next(line.split()[1] for line in Path(f"/proc/{extra.pid}/status").read_text().splitlines() if line.startswith("VmRSS")))
+                rss_kib = int(
+                    next(
+                        line.split()[1]
+                        for line in Path(f"/proc/{extra.pid}/status").read_text().splitlines()
+                        if line.startswith("VmRSS")
+                    )
+                )
                 extra.close()
             results["open_link_s"] = {"p50": round(statistics.median(opened), 3), "max": round(max(opened), 3)}
             results["frpc_rss_mib"] = round(rss_kib / 1024, 1)
 
             with httpx.Client(timeout=30) as client:
                 for name, base in (("direct", local), ("link", link)):
-                    results[f"config_{name}"] = timings(lambda: client.get(base + "config").raise_for_status(), args.requests)
+                    results[f"config_{name}"] = timings(
+                        lambda base=base: client.get(base + "config").raise_for_status(), args.requests
+                    )
             for name, base in (("direct", local), ("link", link)):
                 ui = Client(base, verbose=False, download_files=False)
-                results[f"summary_{name}"] = timings(lambda: ui.predict(APOLLO_11, api_name="/summarize"), args.summaries)
+                results[f"summary_{name}"] = timings(
+                    lambda ui=ui: ui.predict(APOLLO_11, api_name="/summarize"), args.summaries
+                )
         finally:
             running.stop()
             if OWN_DATA_DIR:
@@ -95,7 +109,8 @@ def main() -> None:
     print(json.dumps(results, indent=2))
     for what in ("config", "summary"):
         direct, tunnelled = results[f"{what}_direct"]["p50_ms"], results[f"{what}_link"]["p50_ms"]
-        print(f"{what}: p50 direct {direct} ms, through the link {tunnelled} ms ({tunnelled / direct:.2f}x, +{tunnelled - direct:.1f} ms)")
+        ratio, extra = tunnelled / direct, tunnelled - direct
+        print(f"{what}: p50 direct {direct} ms, through the link {tunnelled} ms ({ratio:.2f}x, +{extra:.1f} ms)")
 
 
 if __name__ == "__main__":

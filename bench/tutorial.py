@@ -144,7 +144,9 @@ def build_app(embeddings_path: str):
         async def predict(self, request: Request) -> dict:
             data = await request.json()
             probabilities = await self.classifier.get_probabilities.remote(url=data["url"])
-            top_matches = await self.embedder.get_top_matches.remote(url=data["url"], probabilities=probabilities, k=data["k"])
+            top_matches = await self.embedder.get_top_matches.remote(
+                url=data["url"], probabilities=probabilities, k=data["k"]
+            )
             return {"probabilities": probabilities, "top_matches": top_matches}
 
     return Doggos.bind(ClassPredictor.bind(), EmbeddingSimilarity.bind(embeddings_path))
@@ -161,11 +163,13 @@ def write_embeddings(path: Path) -> int:
     photos = labelled_images(SEED_DIR)
     batch = generator({"image": [url_to_array_file(p) for p, _ in photos]})
     path.mkdir(parents=True, exist_ok=True)
-    table = pa.table({
-        "path": [str(p.relative_to(SEED_DIR)) for p, _ in photos],
-        "class": [label or "" for _, label in photos],
-        "embedding": [list(map(float, e)) for e in batch["embedding"]],
-    })
+    table = pa.table(
+        {
+            "path": [str(p.relative_to(SEED_DIR)) for p, _ in photos],
+            "class": [label or "" for _, label in photos],
+            "embedding": [list(map(float, e)) for e in batch["embedding"]],
+        }
+    )
     pq.write_table(table, path / "embeddings.parquet")
     return len(photos)
 
@@ -184,7 +188,7 @@ def main(
     if write:
         print(f"wrote {write_embeddings(embeddings)} embeddings to {embeddings}")
         return
-    from backend.local import start_private_ray
+    from retriever.local import start_private_ray
 
     # Logical CPUs beyond the 2 real ones: the per-request Ray Data stages need free ones to be
     # scheduled at all (ARCHITECTURE.md), as on the tutorial's larger nodes.

@@ -19,29 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from shared.config import Limits
-
-
-class InvalidImage(ValueError):
-    """Input that is not a usable image; the message says why, for the user."""
-
-    status_code = 422
-
-
-class ImageTooLarge(InvalidImage):
-    status_code = 413
-
-
-class BlockedUrl(InvalidImage):
-    """A URL this service will not fetch (scheme, address or redirect)."""
-
-    status_code = 400
-
-
-class UnreachableUrl(InvalidImage):
-    """The URL could not be fetched: timeout, connection error, HTTP error."""
-
-    status_code = 422
-
+from shared.errors import BlockedUrl, ImageTooLarge, InvalidImage, UnreachableUrl
 
 # --------------------------------------------------------------------------- decoding
 
@@ -217,7 +195,9 @@ async def _read_image_body(response: httpx.Response, limits: Limits) -> bytes:
         raise InvalidImage(f"The URL is not an image (content type {content_type or 'missing'}).")
     declared = response.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limits.max_image_bytes:
-        raise ImageTooLarge(f"The image is {int(declared) / 2**20:.1f} MiB; the limit is {limits.max_image_bytes / 2**20:.0f} MiB.")
+        raise ImageTooLarge(
+            f"The image is {int(declared) / 2**20:.1f} MiB; the limit is {limits.max_image_bytes / 2**20:.0f} MiB."
+        )
     body = bytearray()
     async for chunk in response.aiter_bytes():
         body += chunk

@@ -27,7 +27,6 @@ class QuietHandler(BaseHTTPRequestHandler):
 
 
 class Handler(QuietHandler):
-
     def do_GET(self) -> None:  # noqa: N802
         path = self.path.split("?")[0]
         if path.startswith("/photos/"):

@@ -7,11 +7,12 @@ from typing import Protocol
 
 import gradio as gr
 
-SummarizeCallback = Callable[[str], AsyncIterator[tuple[str, str]]]
 ShareLineCallback = Callable[[], Awaitable[str]]
 
 
-class PhotoCallbacks(Protocol):
+class Callbacks(Protocol):
+    def summarize(self, article: str) -> AsyncIterator[tuple[str, str]]: ...
+
     async def find(self, photo: str | None, url: str, matches: int) -> tuple[str, object, list]: ...
 
     async def add(self, photo: str | None, url: str, label: str) -> str: ...
@@ -42,13 +43,12 @@ def unopened_uploads(image: gr.Image) -> gr.Image:
 
 
 def build_blocks(
-    summarize: SummarizeCallback,
-    photos: PhotoCallbacks,
+    callbacks: Callbacks,
     articles: dict[str, str],
     share_line: ShareLineCallback | None = None,
 ) -> gr.Blocks:
-    """`summarize(article)` yields (summary so far, info line) as the summary streams in;
-    `photos.find` answers (verdict, breed label, similar photos), `photos.add` a message;
+    """`callbacks.summarize(article)` yields (summary so far, info line) as the summary streams in;
+    `callbacks.find` answers (verdict, breed label, similar photos), `callbacks.add` a message;
     `share_line()`, when the app is shared, the line that shows the public link."""
     with gr.Blocks(title="Retriever", analytics_enabled=False) as blocks:
         gr.Markdown("# Retriever\nSummaries of articles and dog breeds, served by Ray Serve.")
@@ -86,30 +86,40 @@ def build_blocks(
         with gr.Tab("Dog photo"):
             with gr.Row():
                 with gr.Column(scale=2):
-                    photo = unopened_uploads(gr.Image(
-                        label="Dog photo",
-                        # The uploaded file reaches the callback untouched (no conversion by Gradio):
-                        # it is decoded once, by shared.images, with the API's checks.
-                        type="filepath",
-                        image_mode=None,
-                        sources=["upload", "clipboard"],
-                        height=320,
-                        elem_id="photo",
-                    ))
-                    url = gr.Textbox(label="…or an image URL", placeholder="https://example.com/dog.jpg", elem_id="photo-url")
+                    photo = unopened_uploads(
+                        gr.Image(
+                            label="Dog photo",
+                            # The uploaded file reaches the callback untouched (no conversion by Gradio):
+                            # it is decoded once, by shared.images, with the API's checks.
+                            type="filepath",
+                            image_mode=None,
+                            sources=["upload", "clipboard"],
+                            height=320,
+                            elem_id="photo",
+                        )
+                    )
+                    url = gr.Textbox(
+                        label="…or an image URL", placeholder="https://example.com/dog.jpg", elem_id="photo-url"
+                    )
                     matches = gr.Slider(1, 20, value=6, step=1, label="Similar photos to show", elem_id="matches")
                     find = gr.Button("Find breed and similar photos", variant="primary", elem_id="find")
                     with gr.Accordion("Add this photo to the gallery", open=False):
-                        label = gr.Textbox(label="Breed", placeholder="Empty: the predicted breed, if it is a dog", elem_id="add-label")
+                        label = gr.Textbox(
+                            label="Breed", placeholder="Empty: the predicted breed, if it is a dog", elem_id="add-label"
+                        )
                         add = gr.Button("Add to gallery", elem_id="add")
                 with gr.Column(scale=3):
                     verdict = gr.Markdown(elem_id="photo-verdict")
                     breeds = gr.Label(label="Most likely breeds", num_top_classes=5, visible=False, elem_id="breeds")
                     similar = gr.Gallery(
-                        label="Similar photos in the gallery", columns=3, height="auto", object_fit="cover", elem_id="similar"
+                        label="Similar photos in the gallery",
+                        columns=3,
+                        height="auto",
+                        object_fit="cover",
+                        elem_id="similar",
                     )
         clear.add([article, summary, info])
-        run.click(summarize, inputs=article, outputs=[summary, info], api_name="summarize")
-        find.click(photos.find, inputs=[photo, url, matches], outputs=[verdict, breeds, similar], api_name="find")
-        add.click(photos.add, inputs=[photo, url, label], outputs=[verdict], api_name="add")
+        run.click(callbacks.summarize, inputs=article, outputs=[summary, info], api_name="summarize")
+        find.click(callbacks.find, inputs=[photo, url, matches], outputs=[verdict, breeds, similar], api_name="find")
+        add.click(callbacks.add, inputs=[photo, url, label], outputs=[verdict], api_name="add")
     return blocks

@@ -168,7 +168,9 @@ class ShareLink:
     with that thread). `status()`/`wait()` say where it stands; `close()` ends it.
     """
 
-    def __init__(self, settings: ShareSettings, local_port: int, path: str = "/", local_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, settings: ShareSettings, local_port: int, path: str = "/", local_host: str = "127.0.0.1"
+    ) -> None:
         self.settings = settings
         self.local_host = local_host
         self.local_port = local_port

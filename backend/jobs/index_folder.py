@@ -14,12 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from backend.models.index import GalleryStore, labelled_images
-from backend.models.vision import load_vision_model
+from backend.models.index import GalleryStore, gallery_label, labelled_images
+from backend.models.vision_loader import load_vision_model
 from shared.config import Limits
-from shared.images import InvalidImage, decode_image, thumbnail_jpeg, to_model_input
-from shared.photos import gallery_label
-
+from shared.errors import InvalidImage
+from shared.images import decode_image, thumbnail_jpeg, to_model_input
 
 COLUMNS = ("path", "label", "label_source", "embedder", "embedding", "thumbnail", "error")
 
@@ -44,10 +43,17 @@ class EmbedPhotos:
             kept.append((path, label, thumbnail_jpeg(image)))
         for (path, label, thumbnail), analysis in zip(kept, self.model.analyse(pixels) if pixels else []):
             label, label_source = gallery_label(label, "folder", analysis)
-            rows.append({
-                "path": path, "label": label, "label_source": label_source, "embedder": analysis.embedder,
-                "embedding": analysis.embedding.tolist(), "thumbnail": thumbnail, "error": "",
-            })
+            rows.append(
+                {
+                    "path": path,
+                    "label": label,
+                    "label_source": label_source,
+                    "embedder": analysis.embedder,
+                    "embedding": analysis.embedding.tolist(),
+                    "thumbnail": thumbnail,
+                    "error": "",
+                }
+            )
         return {key: [row[key] for row in rows] for key in COLUMNS}
 
 
@@ -88,8 +94,14 @@ def index_folder(
         if row["error"]:
             report.failed[source] = row["error"]
         else:
-            store.add(np.asarray(row["embedding"], dtype=np.float32), row["thumbnail"], row["embedder"],
-                      row["label"], row["label_source"], source)
+            store.add(
+                np.asarray(row["embedding"], dtype=np.float32),
+                row["thumbnail"],
+                row["embedder"],
+                row["label"],
+                row["label_source"],
+                source,
+            )
             report.added += 1
             report.embedder = row["embedder"]
         if progress:

@@ -28,9 +28,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from backend.models.index import labelled_images
 from backend.models.registry import BEST_RUN_METRIC, MODEL_NAME, ModelCard, Registry
-from backend.models.vision import BACKBONE, BACKBONE_INPUT, BreedNetwork, backbone_fingerprint, classification_head, load_backbone
+from backend.models.vision import (
+    BACKBONE,
+    BACKBONE_INPUT,
+    BreedNetwork,
+    backbone_fingerprint,
+    classification_head,
+    load_backbone,
+)
 from shared.config import Limits
-from shared.images import InvalidImage, decode_image, to_model_input
+from shared.errors import InvalidImage
+from shared.images import decode_image, to_model_input
 
 
 class TrainingSettings(BaseModel):
@@ -89,7 +97,9 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     if len(breeds) < 2:
         raise ValueError("a breed model needs at least 2 breeds (one folder each)")
     if too_few := [str(b) for b, n in zip(breeds, counts) if n < 2]:
-        raise ValueError(f"every breed needs at least 2 photos (one to train on, one to validate): {', '.join(too_few)}")
+        raise ValueError(
+            f"every breed needs at least 2 photos (one to train on, one to validate): {', '.join(too_few)}"
+        )
     rng = np.random.default_rng(seed)
     train, val = [], []
     for breed in breeds:
@@ -170,7 +180,9 @@ def train_loop(config: dict[str, Any]) -> None:
         }
         if mlflow:
             now = int(time.time() * 1000)
-            mlflow.log_batch(config["run_id"], metrics=[Metric(k, float(v), now, epoch) for k, v in metrics.items() if k != "epoch"])
+            mlflow.log_batch(
+                config["run_id"], metrics=[Metric(k, float(v), now, epoch) for k, v in metrics.items() if k != "epoch"]
+            )
         improved = val["loss"] < best - 1e-4
         if improved:
             best, best_epoch, stale = val["loss"], metrics, 0
@@ -208,7 +220,7 @@ class EpochWatcher:
         while not self.stopped.wait(0.5):
             self._poll()
 
-    def __enter__(self) -> "EpochWatcher":
+    def __enter__(self) -> EpochWatcher:
         self.thread.start()
         return self
 
@@ -255,10 +267,14 @@ def train_head(
     from ray.train.torch import TorchTrainer
 
     files = labelled_photos(folder, settings)
-    skipped = {str(path.relative_to(folder)): "not in a breed folder" for path, label in labelled_images(folder) if not label}
+    skipped = {
+        str(path.relative_to(folder)): "not in a breed folder" for path, label in labelled_images(folder) if not label
+    }
 
     dataset = ray.data.from_items([{"path": str(path), "label": label} for path, label in files])
-    features = dataset.map_batches(BackboneFeatures, batch_size=16, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1)
+    features = dataset.map_batches(
+        BackboneFeatures, batch_size=16, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1
+    )
     rows = []
     for row in features.iter_rows():
         if row["error"]:
@@ -279,13 +295,15 @@ def train_head(
     experiment_id = registry.experiment_id(experiment or model_name)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"head-{folder.name}") as run:
         mlflow.set_tags({"retriever.kind": "trained-head", "retriever.folder": str(folder.resolve())})
-        mlflow.log_params({
-            **settings.model_dump(),
-            "classes": len(labels),
-            "train_photos": len(train_idx),
-            "val_photos": len(val_idx),
-            "backbone": BACKBONE,
-        })
+        mlflow.log_params(
+            {
+                **settings.model_dump(),
+                "classes": len(labels),
+                "train_photos": len(train_idx),
+                "val_photos": len(val_idx),
+                "backbone": BACKBONE,
+            }
+        )
         mlflow.log_dict({"labels": labels, "skipped": skipped}, "dataset.json")
 
         on_stage(f"Training the head on {len(train_idx)} photos, validating on {len(val_idx)} (Ray Train)")
@@ -331,7 +349,8 @@ def train_head(
         info = registry.log_model(network, card, registered_name=model_name)
         version = int(info.registered_model_version)
     registry.client.update_model_version(
-        model_name, str(version),
+        model_name,
+        str(version),
         f"Head trained on {folder.name} ({len(labels)} breeds); best epoch {best_metrics['best_epoch']}, "
         f"validation macro F1 {best_metrics['best_val_macro_f1']:.2f}.",
     )
@@ -347,4 +366,3 @@ def train_head(
         seconds_per_epoch=seconds_per_epoch,
         skipped=skipped,
     )
-

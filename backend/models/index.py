@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from pathlib import Path
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import (
@@ -75,6 +76,7 @@ class Match:
     id: int
     label: str | None
     similarity: float
+    thumbnail: bytes | None = None  # JPEG, when the caller shows the photo (the UI)
 
 
 class GalleryStore:
@@ -109,7 +111,7 @@ class GalleryStore:
     def add(
         self, embedding: np.ndarray, thumbnail: bytes, embedder: str, label: str | None, label_source: str, source: str
     ) -> StoredPhoto:
-        added_at = dt.datetime.now(dt.timezone.utc)
+        added_at = dt.datetime.now(dt.UTC)
         with Session(self.engine) as session, session.begin():
             photo_id = session.execute(
                 insert(Photo).values(
@@ -134,9 +136,11 @@ class GalleryStore:
             ).all()
         return [(row.id, row.label, np.frombuffer(row.embedding, dtype=np.float32)) for row in rows]
 
-    def thumbnail(self, photo_id: int) -> bytes | None:
+    def thumbnails(self, photo_ids: Sequence[int]) -> dict[int, bytes]:
+        """The JPEG thumbnails of the photos that exist among `photo_ids`, in one query."""
         with Session(self.engine) as session:
-            return session.scalar(select(Photo.thumbnail).where(Photo.id == photo_id))
+            rows = session.execute(select(Photo.id, Photo.thumbnail).where(Photo.id.in_(list(photo_ids)))).all()
+        return {row.id: row.thumbnail for row in rows}
 
     def count(self, embedder: str | None = None) -> int:
         query = select(func.count(Photo.id))
@@ -151,7 +155,7 @@ class GalleryStore:
 
         try:
             with Session(self.engine) as session, session.begin():
-                session.add(Marker(name=marker, at=dt.datetime.now(dt.timezone.utc)))
+                session.add(Marker(name=marker, at=dt.datetime.now(dt.UTC)))
         except IntegrityError:
             return False
         return True
@@ -163,7 +167,7 @@ class GalleryStore:
         if found is None:
             return None
         # SQLite hands back naive datetimes (stored as UTC)
-        return found.at if found.at.tzinfo else found.at.replace(tzinfo=dt.timezone.utc)
+        return found.at if found.at.tzinfo else found.at.replace(tzinfo=dt.UTC)
 
     def release(self, marker: str) -> None:
         with Session(self.engine) as session, session.begin():
@@ -298,6 +302,15 @@ class VectorIndex:
 
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def gallery_label(given: str | None, given_source: str, analysis: Any) -> tuple[str | None, str]:
+    """The label a gallery photo gets, and where it came from: the given one; else the predicted breed
+    for a dog (an ImageAnalysis); else none."""
+    given = (given or "").strip() or None
+    if given:
+        return given, given_source
+    return (analysis.top_breeds(1)[0][0], "predicted") if analysis.is_dog else (None, "none")
 
 
 def labelled_images(folder: str | Path) -> list[tuple[Path, str | None]]:

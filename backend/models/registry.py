@@ -160,7 +160,9 @@ class Registry:
             max_results=1,
         )
         if not runs:
-            raise RegistryError(f"best-run:{experiment}: no finished run with {BEST_RUN_METRIC} in experiment {experiment!r}")
+            raise RegistryError(
+                f"best-run:{experiment}: no finished run with {BEST_RUN_METRIC} in experiment {experiment!r}"
+            )
         return runs[0].info.run_id
 
     def card(self, uri: str) -> ModelCard:

@@ -29,8 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from shared.schemas import InvalidArticle
-
+from shared.errors import InvalidArticle
 
 # --------------------------------------------------------------------------- sentences
 
@@ -277,8 +276,7 @@ class Seq2SeqSummarizer:
         if budget <= 0:
             raise ValueError("the model's input window is smaller than its prompt prefix")
         return [
-            self.tokenizer.decode(ids[i : i + budget], skip_special_tokens=True)
-            for i in range(0, len(ids), budget)
+            self.tokenizer.decode(ids[i : i + budget], skip_special_tokens=True) for i in range(0, len(ids), budget)
         ]
 
     def _generate_kwargs(self, chunk: str, options: dict[str, Any]) -> dict[str, Any]:

@@ -210,10 +210,17 @@ class BreedClassifier:
         with torch.inference_mode():
             return self.network(batch)
 
-    def postprocess(self, features: torch.Tensor, imagenet_logits: torch.Tensor, label_logits: torch.Tensor) -> list[ImageAnalysis]:
+    def postprocess(
+        self, features: torch.Tensor, imagenet_logits: torch.Tensor, label_logits: torch.Tensor
+    ) -> list[ImageAnalysis]:
         return analyses_from_outputs(
-            features, imagenet_logits, label_logits, self.labels,
-            model=self.model_name, embedder=self.embedder, dog_threshold=self.dog_threshold,
+            features,
+            imagenet_logits,
+            label_logits,
+            self.labels,
+            model=self.model_name,
+            embedder=self.embedder,
+            dog_threshold=self.dog_threshold,
         )
 
     def analyse(self, pixels: list[np.ndarray]) -> list[ImageAnalysis]:
@@ -274,8 +281,13 @@ class ClipVision:
     def postprocess(self, embeddings: torch.Tensor, logits: torch.Tensor) -> list[ImageAnalysis]:
         # Zero-shot over ImageNet: the breed logits are its dog classes' logits.
         return analyses_from_outputs(
-            embeddings, logits, logits[:, DOG_CLASSES], dog_breeds(),
-            model=self.model_name, embedder=self.embedder, dog_threshold=self.dog_threshold,
+            embeddings,
+            logits,
+            logits[:, DOG_CLASSES],
+            dog_breeds(),
+            model=self.model_name,
+            embedder=self.embedder,
+            dog_threshold=self.dog_threshold,
         )
 
     def analyse(self, pixels: list[np.ndarray]) -> list[ImageAnalysis]:
@@ -285,21 +297,3 @@ class ClipVision:
 def _features(output: Any) -> torch.Tensor:
     # transformers 5 may return a model output object where 4.x returned the tensor.
     return output if isinstance(output, torch.Tensor) else output.pooler_output
-
-
-def load_vision_model(
-    kind: str, model: str | None = None, dog_threshold: float = 0.5, tracking_uri: str | None = None
-) -> VisionModel:
-    """Build the vision model a configuration names: "registry" (a registered breed model, by default
-    models:/dog-breeds@champion), "efficientnet-lite0" (the packaged model, not through the registry)
-    or "clip" (a hub id or path)."""
-    if kind == "registry":
-        from backend.models.registry import DEFAULT_MODEL, Registry
-
-        registry = Registry(tracking_uri)
-        return registry.load(registry.resolve(model or DEFAULT_MODEL), dog_threshold)
-    if kind == "efficientnet-lite0":
-        return BreedClassifier.packaged(dog_threshold)
-    if kind == "clip":
-        return ClipVision.load(model or "openai/clip-vit-base-patch32", dog_threshold)
-    raise ValueError(f"unknown vision model kind {kind!r}; expected 'registry', 'efficientnet-lite0' or 'clip'")

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backend.local import load_serve_config
 from bench.load import GradioProtocol
+from retriever.local import load_serve_config
 
 pytestmark = pytest.mark.serve
 
@@ -28,7 +28,9 @@ async def flood(url: str) -> list[httpx.Response]:
 
 def test_a_full_summarizer_queue_answers_503_with_retry_after(serve_app: str):
     summarizer = next(
-        d for d in load_serve_config(ROOT / "serve_config.yaml")["applications"][0]["deployments"] if d["name"] == "Summarizer"
+        d
+        for d in load_serve_config(ROOT / "serve_config.yaml")["applications"][0]["deployments"]
+        if d["name"] == "Summarizer"
     )
     # In a thread of its own: after the browser tests, Playwright's event loop runs in this one.
     with ThreadPoolExecutor(1) as pool:

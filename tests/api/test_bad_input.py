@@ -86,7 +86,10 @@ def test_odd_but_valid_images_are_read_as_the_photo_they_show(client, upright, m
         ({"json": {"url": 5, "k": 4}}, "url: Input should be a valid string"),
         ({"json": {"url": "http://x/y.jpg", "k": "four"}}, "k: Input should be a valid integer"),
         ({"json": ["http://x/y.jpg", 4]}, "Input should be a valid dictionary"),
-        ({"content": b'{"url": "http://x/y.jpg", "k": 4', "headers": {"content-type": "application/json"}}, "not valid JSON"),
+        (
+            {"content": b'{"url": "http://x/y.jpg", "k": 4', "headers": {"content-type": "application/json"}},
+            "not valid JSON",
+        ),
         ({"content": b"", "headers": {"content-type": "application/json"}}, "Field required"),
     ],
 )
@@ -99,8 +102,14 @@ def test_broken_predict_bodies_get_a_readable_422(client, request_kwargs, messag
 @pytest.mark.parametrize(
     ("request_kwargs", "status", "message"),
     [
-        ({"content": '{"text": "caf\xe9 au lait. It is good."}'.encode("latin-1"),
-          "headers": {"content-type": "application/json"}}, 400, "body: not UTF-8 text (byte 13 cannot be decoded)"),
+        (
+            {
+                "content": '{"text": "caf\xe9 au lait. It is good."}'.encode("latin-1"),
+                "headers": {"content-type": "application/json"},
+            },
+            400,
+            "body: not UTF-8 text (byte 13 cannot be decoded)",
+        ),
         ({"json": {"text": "Words. " * 750_000}}, 413, "the limit is 100,000"),  # ~5 MB
         ({"json": {"text": "Replacement \ufffd characters. From a bad decode."}}, 422, "undecodable"),
     ],
@@ -115,7 +124,9 @@ def test_broken_texts_get_a_clear_4xx(client, request_kwargs, status, message):
 def test_uploads_without_a_file_or_with_wrong_fields_are_refused(client):
     missing = client.post("/api/v1/photos", data={"k": "4"})
     assert missing.status_code == 422 and "file: Field required" in missing.json()["detail"]
-    wrong_k = client.post("/api/v1/photos", files={"file": ("d.jpg", PHOTOS["dog"].read_bytes(), "image/jpeg")}, data={"k": "many"})
+    wrong_k = client.post(
+        "/api/v1/photos", files={"file": ("d.jpg", PHOTOS["dog"].read_bytes(), "image/jpeg")}, data={"k": "many"}
+    )
     assert wrong_k.status_code == 422 and "k: Input should be a valid integer" in wrong_k.json()["detail"]
 
 

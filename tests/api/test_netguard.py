@@ -10,7 +10,8 @@ import socket
 import pytest
 
 from shared.config import Limits
-from shared.images import UnreachableUrl, fetch_image_bytes
+from shared.errors import UnreachableUrl
+from shared.images import fetch_image_bytes
 from tests import netguard
 
 pytestmark = pytest.mark.serve

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backend.cli import with_ui_settings
-from backend.local import free_port, load_serve_config
+from retriever.cli import with_ui_settings
+from retriever.local import free_port, load_serve_config
 from tests.share_server import ShareServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +38,10 @@ def share_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShareServ
     [
         (["--share-server", "share.example.com"], "a share server is HOST:PORT"),
         (["--login", "ann"], "write a login as USER:PASSWORD"),
-        (["--share", "--share-basic-auth", ":pw"], "Invalid RETRIEVER_SHARE_BASIC_AUTH login: username: String should have at least 1 character"),
+        (
+            ["--share", "--share-basic-auth", ":pw"],
+            "Invalid RETRIEVER_SHARE_BASIC_AUTH login: username: String should have at least 1 character",
+        ),
     ],
 )
 def test_bad_share_options_are_refused_before_anything_starts(option: list[str], message: str) -> None:
@@ -118,4 +121,5 @@ def _wait_for_line(lines: queue.Queue[str | None], pattern: re.Pattern[str], tim
         seen.append(line)
         if pattern.search(line):
             return line
-    raise AssertionError("no line like %r; the output ended with:\n%s" % (pattern.pattern, "\n".join(seen[-30:])))
+    ending = "\n".join(seen[-30:])
+    raise AssertionError(f"no line like {pattern.pattern!r}; the output ended with:\n{ending}")

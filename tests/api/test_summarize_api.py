@@ -42,7 +42,11 @@ def test_json_api_returns_summary_model_and_timings(client):
         ({"text": "12345 67890 !!!"}, 422, "no words"),
         ({"text": "x. " * 40_000}, 413, "limit is 100,000"),
         ({"text": 42}, 422, "text: Input should be a valid string"),
-        ({"text": "Fine text.", "options": {"max_sentences": 0}}, 422, "options.max_sentences: Input should be greater"),
+        (
+            {"text": "Fine text.", "options": {"max_sentences": 0}},
+            422,
+            "options.max_sentences: Input should be greater",
+        ),
         ({"text": "Fine text.", "surprise": True}, 422, "surprise: Extra inputs are not permitted"),
         ({}, 422, "text: Field required"),
     ],
@@ -87,7 +91,14 @@ def test_readiness_reports_the_model_deployment(client):
 
 def test_openapi_docs_describe_the_routes(client):
     spec = client.get("/openapi.json").json()
-    assert {"/Summarizer", "/api/v1/summarize", "/api/v1/ready", "/predict/", "/api/v1/photos", "/api/v1/gallery"} <= set(spec["paths"])
+    assert {
+        "/Summarizer",
+        "/api/v1/summarize",
+        "/api/v1/ready",
+        "/predict/",
+        "/api/v1/photos",
+        "/api/v1/gallery",
+    } <= set(spec["paths"])
     assert "SummarizeRequest" in spec["components"]["schemas"]
     assert client.get("/docs").status_code == 200
 

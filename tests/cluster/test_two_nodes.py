@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from backend.local import free_port
+from retriever.local import free_port
 from tests.conftest import GUARD_ENV, PHOTOS, ROOT
 from tests.mlflow_server import MlflowServer
 from tests.postgres_server import PostgresServer
@@ -119,12 +119,17 @@ def wait_until_ok(url: str, paths: list[str], cluster: RayCluster, timeout_s: fl
 
 
 def add(client: httpx.Client, label: str) -> httpx.Response:
-    return client.post("/api/v1/gallery", files={"file": ("p.jpg", PHOTOS["dog2"].read_bytes(), "image/jpeg")}, data={"label": label})
+    return client.post(
+        "/api/v1/gallery", files={"file": ("p.jpg", PHOTOS["dog2"].read_bytes(), "image/jpeg")}, data={"label": label}
+    )
 
 
 def test_replicas_run_on_both_nodes_with_the_settings_from_the_nodes(deployed: Deployed):
     head, worker = deployed.cluster.nodes
-    node_ids = {("head" if "head_node" in n["resources_total"] else "worker"): n["node_id"] for n in deployed.cluster.alive_nodes()}
+    node_ids = {
+        ("head" if "head_node" in n["resources_total"] else "worker"): n["node_id"]
+        for n in deployed.cluster.alive_nodes()
+    }
     replicas = deployed.replicas()
     states = {name: [r["state"] for r in rs] for name, rs in replicas.items()}
     assert states == {name: ["RUNNING"] * len(rs) for name, rs in replicas.items()}
@@ -136,7 +141,10 @@ def test_replicas_run_on_both_nodes_with_the_settings_from_the_nodes(deployed: D
     with httpx.Client(base_url=deployed.url, timeout=60) as client:
         ready = client.get("/api/v1/ready").json()["deployments"]
         assert ready["Vision"]["model"] == "dog-breeds/1"  # registered by `retriever prepare`, from the server
-        searches = [client.post("/api/v1/photos", files={"file": ("dog.jpg", PHOTOS["dog"].read_bytes(), "image/jpeg")}) for _ in range(SEARCHES)]
+        searches = [
+            client.post("/api/v1/photos", files={"file": ("dog.jpg", PHOTOS["dog"].read_bytes(), "image/jpeg")})
+            for _ in range(SEARCHES)
+        ]
         assert all(s.status_code == 200 and s.json()["is_dog"] for s in searches)
         # Once the app says ready, either Gallery replica answers with the packaged photos (seeded once,
         # by one of them, into PostgreSQL).
@@ -152,7 +160,11 @@ def test_an_add_through_one_node_is_found_through_the_other(deployed: Deployed):
         photo_id = added.json()["id"]
 
         def found() -> bool:
-            matches = client.post("/api/v1/photos", files={"file": ("dog.jpg", PHOTOS["dog2"].read_bytes(), "image/jpeg")}, data={"n": "3"})
+            matches = client.post(
+                "/api/v1/photos",
+                files={"file": ("dog.jpg", PHOTOS["dog2"].read_bytes(), "image/jpeg")},
+                data={"n": "3"},
+            )
             return photo_id in [m["id"] for m in matches.json()["top_matches"]]
 
         deadline = acknowledged + 60

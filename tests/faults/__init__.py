@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from backend.local import free_port
 from bench.app import App
+from retriever.local import free_port
 from tests.conftest import GUARD_ENV
 
 

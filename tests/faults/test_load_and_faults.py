@@ -26,9 +26,9 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from backend.local import load_serve_config
 from bench.app import App
 from bench.stats import tree_pids
+from retriever.local import load_serve_config
 from tests.conftest import GUARD_ENV, PHOTOS, ROOT, guarded_config
 from tests.faults import own_app
 from tests.image_server import ImageServer
@@ -75,7 +75,9 @@ def watch_readiness(url: str, stop: threading.Event, seen: list[tuple[float, int
             stop.wait(0.25)
 
 
-def test_mixed_load_with_a_vision_replica_killed(app: App, page: Page, tmp_path: Path, measurements: dict, screenshots_dir: Path):
+def test_mixed_load_with_a_vision_replica_killed(
+    app: App, page: Page, tmp_path: Path, measurements: dict, screenshots_dir: Path
+):
     """2,000 mixed requests at concurrency 32 while the Vision replica is SIGKILLed: Serve replaces it,
     calls it dropped are sent again, readiness says it is down meanwhile, the browser gets its answer
     (or a readable error), and nothing ends in a 5xx or hangs."""
@@ -121,14 +123,18 @@ def test_mixed_load_with_a_vision_replica_killed(app: App, page: Page, tmp_path:
     summary = json.loads(out)
     requests = [json.loads(line) for line in log.read_text().splitlines()]
 
-    assert len(app.replica_pids("Vision")) == 1 and victim not in app.replica_pids("Vision")  # a new process serves Vision
+    assert len(app.replica_pids("Vision")) == 1 and victim not in app.replica_pids(
+        "Vision"
+    )  # a new process serves Vision
     down = [t for t, status in readiness if status != 200]
     assert down, "readiness never reported the killed replica"
     back = next((t for t, status in readiness if t > down[0] and status == 200), None)
     assert back is not None, "readiness did not come back before the load ended"
     photos_after_kill = [r for r in requests if r["kind"] == "photo" and r["start"] + summary["started_at"] > killed_at]
     first_photo_after = min(r["end"] + summary["started_at"] for r in photos_after_kill if r["status"] == "200")
-    in_flight = [r for r in requests if r["start"] + summary["started_at"] < killed_at < r["end"] + summary["started_at"]]
+    in_flight = [
+        r for r in requests if r["start"] + summary["started_at"] < killed_at < r["end"] + summary["started_at"]
+    ]
     measurements["load"] = {
         "sent": summary["sent"],
         "statuses": summary["statuses"],
@@ -159,7 +165,9 @@ def test_concurrent_adds_from_several_clients_all_land(app: App, measurements: d
         with httpx.Client(base_url=app.url, timeout=120) as http:
             for i in range(adds_each):
                 label = f"client {number} photo {i}"
-                response = http.post("/api/v1/gallery", files={"file": ("p.jpg", photo, "image/jpeg")}, data={"label": label})
+                response = http.post(
+                    "/api/v1/gallery", files={"file": ("p.jpg", photo, "image/jpeg")}, data={"label": label}
+                )
                 assert response.status_code == 201, response.text
                 assert response.json()["label"] == label
                 stored.append((response.json()["id"], label))
@@ -205,7 +213,9 @@ def test_a_crash_during_gallery_adds_loses_no_acknowledged_add(app: App, measure
                     return
                 label = f"crash test {number}-{i}"
                 try:
-                    response = http.post("/api/v1/gallery", files={"file": ("c.jpg", photo, "image/jpeg")}, data={"label": label})
+                    response = http.post(
+                        "/api/v1/gallery", files={"file": ("c.jpg", photo, "image/jpeg")}, data={"label": label}
+                    )
                 except httpx.HTTPError:
                     return  # the app is gone: this add was never acknowledged
                 if response.status_code == 201:
@@ -234,7 +244,9 @@ def test_a_crash_during_gallery_adds_loses_no_acknowledged_add(app: App, measure
     app.start()
     with httpx.Client(base_url=app.url, timeout=60) as http:
         found = sum(http.get(f"/api/v1/gallery/{photo_id}/image").status_code == 200 for photo_id, _ in acknowledged)
-        after = http.post("/api/v1/gallery", files={"file": ("after.jpg", photo, "image/jpeg")}, data={"label": "after the crash"})
+        after = http.post(
+            "/api/v1/gallery", files={"file": ("after.jpg", photo, "image/jpeg")}, data={"label": "after the crash"}
+        )
     measurements["crash_during_adds"] = {
         "acknowledged": len(acknowledged),
         "found_after_restart": found,

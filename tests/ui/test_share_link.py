@@ -14,9 +14,9 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 from playwright.sync_api import Error as PlaywrightError
 
-from backend.cli import with_ui_settings
-from backend.local import LocalServe, driver_handle
 from backend.models.text import split_sentences
+from retriever.cli import with_ui_settings
+from retriever.local import LocalServe, driver_handle
 from tests.share_server import ShareServer, closed_port_address
 from ui.examples import APOLLO_11
 from ui.share import ShareStatus
@@ -83,7 +83,9 @@ def link(shared_ui: SharedUi, share_server: ShareServer) -> str:
 @pytest.fixture
 def protected_link(shared_ui: SharedUi, share_server: ShareServer) -> str:
     """The link of a UI with a login, shared through a share server that asks for its own."""
-    status = shared_ui.deploy(login=":".join(LOGIN), share_basic_auth=":".join(SHARE_SERVER_LOGIN), server=share_server.address)
+    status = shared_ui.deploy(
+        login=":".join(LOGIN), share_basic_auth=":".join(SHARE_SERVER_LOGIN), server=share_server.address
+    )
     assert status.state == "ready", status.message
     return status.url
 
@@ -95,7 +97,9 @@ def summarize_in(page: Page) -> str:
     return page.locator("#summary textarea").input_value()
 
 
-def test_the_ui_shows_its_link_and_summarizes_through_it(link: str, page: Page, serve_app: str, screenshots_dir: Path) -> None:
+def test_the_ui_shows_its_link_and_summarizes_through_it(
+    link: str, page: Page, serve_app: str, screenshots_dir: Path
+) -> None:
     page.goto(serve_app + "/ui/")
     line = page.locator("#share-link")
     expect(line).to_contain_text("Public link:", timeout=TIMEOUT_MS)
@@ -163,7 +167,9 @@ def test_a_browser_logs_in_and_uses_the_ui(protected_link: str, browser: Browser
         stranger.goto(protected_link)
     stranger.context.close()
 
-    context = browser.new_context(http_credentials={"username": SHARE_SERVER_LOGIN[0], "password": SHARE_SERVER_LOGIN[1]})
+    context = browser.new_context(
+        http_credentials={"username": SHARE_SERVER_LOGIN[0], "password": SHARE_SERVER_LOGIN[1]}
+    )
     page = context.new_page()
     page.goto(protected_link)
     page.get_by_label("username").fill(LOGIN[0])
@@ -187,6 +193,8 @@ def test_without_a_share_server_the_ui_says_why_and_keeps_working(
     assert status.state == "failed"
     page.goto(serve_app + "/ui/")
     line = page.locator("#share-link")
-    expect(line).to_contain_text(f"No share link: the share server at {address} refused the connection", timeout=TIMEOUT_MS)
+    expect(line).to_contain_text(
+        f"No share link: the share server at {address} refused the connection", timeout=TIMEOUT_MS
+    )
     page.screenshot(path=screenshots_dir / "share-link-unavailable.png")
     assert summarize_in(page).startswith("HOUSTON -- Men have landed and walked on the moon.")

@@ -4,7 +4,6 @@ addresses, the config overrides, and the report's ratios against the targets."""
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 import typer
 
@@ -35,7 +34,9 @@ def test_load_generator_counts_answers_and_failures_on_loopback():
         target = Target(server.url, b"", "", None, 5)
         # In a thread of its own: after the browser tests, Playwright's event loop runs in this one.
         with ThreadPoolExecutor(1) as pool:
-            result = pool.submit(asyncio.run, run_load(build, target, concurrency=4, requests=20, max_seconds=60, warmup=0)).result()
+            result = pool.submit(
+                asyncio.run, run_load(build, target, concurrency=4, requests=20, max_seconds=60, warmup=0)
+            ).result()
     assert result["sent"] == 20 and result["ok"] == 10
     assert result["statuses"] == {"200": 10, "404": 10}
     assert result["latency_ms"]["n"] == 10 and result["throughput_rps"] > 0
@@ -63,18 +64,29 @@ def test_report_puts_each_figure_beside_its_baseline_and_judges_the_target():
         "started": "now",
         "machine": {"cpus": 2, "platform": "linux"},
         "settings": {},
-        "baselines": {"pipeline": {"latency_ms": {"p50": 100, "p95": 110, "p99": 120}}, "batched": {"throughput_ips": 40}},
+        "baselines": {
+            "pipeline": {"latency_ms": {"p50": 100, "p95": 110, "p99": 120}},
+            "batched": {"throughput_ips": 40},
+        },
         "B1": {"api": {"latency_ms": {"p50": 130, "p95": 150, "p99": 160}}, "ui_rest": {"latency_ms": {"p50": 140}}},
         "B2": {"16": {"throughput_rps": 38}},
         "B3": {"ours": {"latency_ms": {"p50": 100}}, "tutorial": {"latency_ms": {"p50": 12000}}},
         "B6": {"cold_start_s": 25.0, "memory_mib_after_load": 3000},
     }
     found = {row.measure: row for row in rows(results)}
-    assert found["API p50, one dog photo"].comparison == pytest.approx(1.3) and found["API p50, one dog photo"].met is False
+    assert (
+        found["API p50, one dog photo"].comparison == pytest.approx(1.3)
+        and found["API p50, one dog photo"].met is False
+    )
     assert found["Gradio REST p50"].comparison == 10 and found["Gradio REST p50"].met is True
-    assert found["API throughput, concurrency 16"].comparison == pytest.approx(0.95) and found["API throughput, concurrency 16"].met
+    assert (
+        found["API throughput, concurrency 16"].comparison == pytest.approx(0.95)
+        and found["API throughput, concurrency 16"].met
+    )
     assert found["POST /predict/ p50"].comparison == 120 and found["POST /predict/ p50"].met
-    assert found["cold start (restart)"].met and found["whole app resident (PSS) after load"].met is False  # 3,000 MiB > 3 GB
+    assert (
+        found["cold start (restart)"].met and found["whole app resident (PSS) after load"].met is False
+    )  # 3,000 MiB > 3 GB
     table = markdown(results)
     assert "| B1 | API p50, one dog photo | 130 ms | 100 ms (bare pipeline p50) | 1.30x | <= 1.25x | **no** |" in table
     assert "120x lower" in table

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from backend.models.text import ExtractiveSummarizer, select_mmr, split_sentences
-from shared.schemas import InvalidArticle
+from shared.errors import InvalidArticle
 from ui.examples import APOLLO_11, SOURDOUGH
 
 

@@ -40,13 +40,15 @@ def test_ann_index_takes_over_for_large_galleries_with_high_recall():
     vectors = centres[rng.integers(0, 20, 3000)] + 0.3 * rng.normal(size=(3000, 32))
     exact, ann = VectorIndex(32, ann_threshold=10**9), VectorIndex(32, ann_threshold=1000)
     rows = [(i + 1, None, v) for i, v in enumerate(vectors)]
-    exact.extend(rows[:1500]); exact.extend(rows[1500:])
-    ann.extend(rows[:1500]); ann.extend(rows[1500:])  # built at 1,500, then grown
+    exact.extend(rows[:1500])
+    exact.extend(rows[1500:])
+    ann.extend(rows[:1500])
+    ann.extend(rows[1500:])  # built at 1,500, then grown
     assert ann._ann is not None and ann._ann.ntotal == 3000 and exact._ann is None
     queries = centres[:10] + 0.3 * rng.normal(size=(10, 32))
-    recall = np.mean([
-        len({m.id for m in exact.search(q, 10)} & {m.id for m in ann.search(q, 10)}) / 10 for q in queries
-    ])
+    recall = np.mean(
+        [len({m.id for m in exact.search(q, 10)} & {m.id for m in ann.search(q, 10)}) / 10 for q in queries]
+    )
     assert recall >= 0.95
 
 
@@ -97,8 +99,7 @@ def test_store_add_is_durable_and_a_new_process_sees_it(store_url):
 
     reopened = GalleryStore(url)
     assert reopened.count() == 2 and reopened.count("model-a") == 1
-    assert reopened.thumbnail(photo.id) == b"jpeg-bytes"
-    assert reopened.thumbnail(999) is None
+    assert reopened.thumbnails([photo.id, 999]) == {photo.id: b"jpeg-bytes"}
     rows = reopened.rows_after(0, "model-a")
     assert [(r[0], r[1]) for r in rows] == [(photo.id, "husky")]
     np.testing.assert_allclose(rows[0][2], unit([1, 2, 3]))
@@ -114,7 +115,7 @@ def test_a_marker_is_claimed_once(store_url):
     # When it was claimed, as every replica reads it (how long a claim to seed holds the others back).
     claimed_at = first.marker_at("seeded:m")
     assert claimed_at.tzinfo is not None
-    assert abs((dt.datetime.now(dt.timezone.utc) - claimed_at).total_seconds()) < 60
+    assert abs((dt.datetime.now(dt.UTC) - claimed_at).total_seconds()) < 60
     assert first.marker_at("seeded:m:done") is None
 
 

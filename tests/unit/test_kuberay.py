@@ -8,8 +8,8 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 from typer.testing import CliRunner
 
-from backend.cli import cli
 from backend.data import default_gallery_url, default_tracking_uri
+from retriever.cli import cli
 from tests.conftest import ROOT
 
 GALLERY_URL = "postgresql+psycopg://retriever:secret@postgres.db.svc:5432/retriever"
@@ -30,12 +30,18 @@ def test_the_manifest_deploys_the_serve_config_unchanged_with_the_settings_in_on
     ServeDeploySchema.model_validate(deployed)
     ours = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     assert deployed["http_options"] == {**ours["http_options"], "host": "0.0.0.0", "port": 8000}
-    assert {k: v for k, v in deployed.items() if k != "http_options"} == {k: v for k, v in ours.items() if k != "http_options"}
+    assert {k: v for k, v in deployed.items() if k != "http_options"} == {
+        k: v for k, v in ours.items() if k != "http_options"
+    }
 
     cluster = service["spec"]["rayClusterConfig"]
     assert cluster["workerGroupSpecs"][0]["replicas"] == 3
     head = cluster["headGroupSpec"]["template"]["spec"]
-    pods = [*head["initContainers"], *head["containers"], *cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"]]
+    pods = [
+        *head["initContainers"],
+        *head["containers"],
+        *cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"],
+    ]
     assert all(c["envFrom"] == [{"secretRef": {"name": secret["metadata"]["name"]}}] for c in pods)
     assert head["initContainers"][0]["command"][:2] == ["retriever", "prepare"]
 

@@ -16,7 +16,7 @@ def test_apollo_article_splits_into_its_six_sentences():
 def test_decimals_abbreviations_and_punctuation():
     text = (
         "Prices rose 3.5 percent to $12.40 in the U.S. on Monday. Dr. Smith, e.g. the lead author, "
-        "agreed... Then he left! \"Is it over?\" she asked. Yes."
+        'agreed... Then he left! "Is it over?" she asked. Yes.'
     )
     assert split_sentences(text) == [
         "Prices rose 3.5 percent to $12.40 in the U.S. on Monday.",

@@ -26,8 +26,17 @@ def build_tiny_t5(path: Path, task_params: dict | None = None) -> Path:
     ).save_pretrained(path)
     torch.manual_seed(0)
     config = T5Config(
-        vocab_size=len(vocab), d_model=16, d_ff=32, d_kv=8, num_layers=1, num_decoder_layers=1, num_heads=2,
-        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, task_specific_params=task_params,
+        vocab_size=len(vocab),
+        d_model=16,
+        d_ff=32,
+        d_kv=8,
+        num_layers=1,
+        num_decoder_layers=1,
+        num_heads=2,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        task_specific_params=task_params,
     )
     model = T5ForConditionalGeneration(config)
     model.generation_config = GenerationConfig(max_length=6, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)

@@ -122,7 +122,8 @@ def test_the_tunnel_dies_with_its_process_even_when_killed(local_app: int, share
             sys.executable, "-c",
             "import json, sys, time\n"
             "from ui.share import ShareLink, ShareSettings\n"
-            f"link = ShareLink(ShareSettings(enabled=True, server={share_server.address!r}), local_port={local_app}, path='/ui').start()\n"
+            f"settings = ShareSettings(enabled=True, server={share_server.address!r})\n"
+            f"link = ShareLink(settings, local_port={local_app}, path='/ui').start()\n"
             "status = link.wait(30)\n"
             "print(json.dumps({'url': status.url, 'pid': link.pid, 'message': status.message}), flush=True)\n"
             "time.sleep(600)\n",
@@ -144,7 +145,10 @@ def test_gradio_share_server_found_through_its_tunnel_request(open_link, tmp_pat
     """The default path (no server given): ask Gradio's tunnel-request endpoint for a share server and
     its root CA, then tunnel over TLS. Both ends stand in on loopback."""
     ca, certificate, key = _tls_files(tmp_path)
-    with ShareServer(tmp_path, tls=(certificate, key)) as tls_server, _TunnelRequest(tls_server.bind_port, ca) as request_url:
+    with (
+        ShareServer(tmp_path, tls=(certificate, key)) as tls_server,
+        _TunnelRequest(tls_server.bind_port, ca) as request_url,
+    ):
         status = open_link(server_request_url=request_url).wait(30)
         assert status.state == "ready", status.message
         assert httpx.get(status.url, timeout=10).text == "app at /ui/"
@@ -168,7 +172,9 @@ def test_a_stalled_share_server_is_given_up_at_the_timeout(open_link) -> None:
         link = open_link(server=stalled.address, timeout_s=2)
         status = link.wait(30)
         assert status.state == "failed"
-        assert f"no link within 2 s: the share server at {stalled.address} did not complete the tunnel" in status.message
+        assert (
+            f"no link within 2 s: the share server at {stalled.address} did not complete the tunnel" in status.message
+        )
         assert link.pid is None  # frpc was stopped, not left retrying
 
 
@@ -231,7 +237,7 @@ def _tls_files(directory: Path) -> tuple[Path, Path, Path]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     valid = {"not_valid_before": now - datetime.timedelta(hours=1), "not_valid_after": now + datetime.timedelta(days=1)}
     ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Retriever test CA")])
@@ -252,7 +258,9 @@ def _tls_files(directory: Path) -> tuple[Path, Path, Path]:
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
     paths[2].write_bytes(
-        server_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     )
     return paths
 
@@ -284,4 +292,3 @@ def _status_within(url: str, status: int, seconds: float) -> bool:
             return False
         time.sleep(0.2)
     return True
-

@@ -2,7 +2,7 @@
 
 import pytest
 
-from backend.summarizer import Summarizer, SummarizerSettings
+from backend.deployments.summarizer import Summarizer, SummarizerSettings
 from shared.schemas import SummarizeOptions
 from ui.examples import SOURDOUGH
 

@@ -51,7 +51,10 @@ def test_retriever_train_refuses_such_a_folder_at_once(tmp_path):
     shutil.copy(PHOTOS["dog2"], tmp_path / "photos" / "husky" / "b.jpg")
     done = subprocess.run(
         [str(Path(sys.executable).parent / "retriever"), "train", str(tmp_path / "photos")],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "RETRIEVER_DATA_DIR": str(tmp_path / "data")},
     )
     assert done.returncode == 1

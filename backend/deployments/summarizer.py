@@ -34,7 +34,9 @@ class SummarizerSettings(BaseModel):
     max_length: int | None = Field(None, ge=1)
     min_length: int | None = Field(None, ge=0)
     first_chunk_tokens: int | None = Field(
-        128, ge=16, description="Tokens in the first chunk of a long article (None: a full input window). "
+        128,
+        ge=16,
+        description="Tokens in the first chunk of a long article (None: a full input window). "
         "The encoder reads a whole chunk before the first word streams out: 128 tokens take about a quarter "
         "of the time of t5-small's 512.",
     )

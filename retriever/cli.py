@@ -14,13 +14,15 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from backend.local import apply_local_env, driver_handle, load_serve_config, start_local_serve
+from retriever.local import apply_local_env, driver_handle, load_serve_config, start_local_serve
 
 apply_local_env()  # before anything imports ray
 
-cli = typer.Typer(help="Retriever: ML models behind a Gradio UI and an HTTP API, served by Ray Serve.", no_args_is_help=True)
+cli = typer.Typer(
+    help="Retriever: ML models behind a Gradio UI and an HTTP API, served by Ray Serve.", no_args_is_help=True
+)
 console = Console(soft_wrap=True)  # long lines stay whole in logs and pipes
-UI_BUILDER = "backend.app:build_ui"
+UI_BUILDER = "retriever.graph:build_ui"
 
 
 @cli.callback()
@@ -33,9 +35,13 @@ def up(
     config: Path = typer.Option(Path("serve_config.yaml"), exists=True, dir_okay=False, help="Serve config to deploy."),
     port: int | None = typer.Option(None, help="HTTP port (default: the config's http_options.port)."),
     share: bool | None = typer.Option(
-        None, "--share/--no-share", help="Open a public link to the UI through Gradio's tunnel (default: the config's share.enabled)."
+        None,
+        "--share/--no-share",
+        help="Open a public link to the UI through Gradio's tunnel (default: the config's share.enabled).",
     ),
-    share_server: str | None = typer.Option(None, metavar="HOST:PORT", help="A self-hosted share server instead of Gradio's."),
+    share_server: str | None = typer.Option(
+        None, metavar="HOST:PORT", help="A self-hosted share server instead of Gradio's."
+    ),
     share_tls_certificate: Path | None = typer.Option(
         None, exists=True, dir_okay=False, help="CA certificate (PEM) to trust for the self-hosted share server's TLS."
     ),
@@ -43,7 +49,10 @@ def up(
         None, metavar="USER:PASSWORD", envvar="RETRIEVER_SHARE_BASIC_AUTH", help="Login the share server asks for."
     ),
     login: str | None = typer.Option(
-        None, metavar="USER:PASSWORD", envvar="RETRIEVER_LOGIN", help="Login the UI asks for (locally and through the link)."
+        None,
+        metavar="USER:PASSWORD",
+        envvar="RETRIEVER_LOGIN",
+        help="Login the UI asks for (locally and through the link).",
     ),
 ) -> None:
     """Start a private Ray cluster on this machine, deploy the UI and API, and serve until Ctrl-C."""
@@ -96,11 +105,17 @@ def up(
 
 @cli.command()
 def index(
-    folder: Path = typer.Argument(..., exists=True, file_okay=False, help="Photos; <folder>/<breed>/<photo> gives the breed."),
-    database_url: str | None = typer.Option(None, help="Gallery database (default: $RETRIEVER_GALLERY_URL or the data dir's)."),
+    folder: Path = typer.Argument(
+        ..., exists=True, file_okay=False, help="Photos; <folder>/<breed>/<photo> gives the breed."
+    ),
+    database_url: str | None = typer.Option(
+        None, help="Gallery database (default: $RETRIEVER_GALLERY_URL or the data dir's)."
+    ),
     kind: str = typer.Option("registry", help="Vision model kind, as the app's Vision user_config."),
     model: str | None = typer.Option(None, help="Its reference, as the app's (default models:/dog-breeds@champion)."),
-    tracking_uri: str | None = typer.Option(None, help="MLflow store (default: $MLFLOW_TRACKING_URI or the data dir's)."),
+    tracking_uri: str | None = typer.Option(
+        None, help="MLflow store (default: $MLFLOW_TRACKING_URI or the data dir's)."
+    ),
     batch_size: int = typer.Option(16, min=1),
 ) -> None:
     """Add a folder of photos to the gallery, with Ray Data batch inference on a private Ray cluster."""
@@ -109,10 +124,10 @@ def index(
     import ray
     from tqdm import tqdm
 
-    from backend.gallery import GallerySettings
+    from backend.deployments.gallery import GallerySettings
     from backend.jobs.index_folder import index_folder
-    from backend.local import start_private_ray
     from backend.models.index import labelled_images
+    from retriever.local import start_private_ray
 
     url = database_url or GallerySettings().url()
     temp_dir = start_private_ray(log_to_driver=False)
@@ -138,7 +153,9 @@ def train(
     patience: int = typer.Option(8, min=1, help="Stop after this many epochs without a better validation loss."),
     learning_rate: float = typer.Option(1e-3),
     seed: int = typer.Option(0),
-    tracking_uri: str | None = typer.Option(None, help="MLflow store (default: $MLFLOW_TRACKING_URI or the data dir's)."),
+    tracking_uri: str | None = typer.Option(
+        None, help="MLflow store (default: $MLFLOW_TRACKING_URI or the data dir's)."
+    ),
 ) -> None:
     """Train a breed head on a labelled folder with Ray (Data, then Train), log the run to MLflow and
     register the model; with --alias champion the running app switches to it."""
@@ -148,8 +165,8 @@ def train(
     from tqdm import tqdm
 
     from backend.jobs.train_head import TrainingSettings, labelled_photos, train_head
-    from backend.local import start_private_ray
     from backend.models.registry import Registry
+    from retriever.local import start_private_ray
 
     settings = TrainingSettings(max_epochs=max_epochs, patience=patience, learning_rate=learning_rate, seed=seed)
     try:
@@ -178,8 +195,15 @@ def train(
             logging.getLogger(logger_name).setLevel(logging.WARNING)
 
         report = train_head(
-            folder, registry, settings, model_name=name, experiment=experiment, alias=alias,
-            progress=bar.update, on_stage=stage, on_epoch=epoch,
+            folder,
+            registry,
+            settings,
+            model_name=name,
+            experiment=experiment,
+            alias=alias,
+            progress=bar.update,
+            on_stage=stage,
+            on_epoch=epoch,
         )
     except ValueError as exc:  # too few readable photos after all: say why, no traceback
         bar.close()
@@ -190,7 +214,8 @@ def train(
         shutil.rmtree(temp_dir, ignore_errors=True)
     metrics = report.metrics
     console.print(
-        f"[green]Registered {name} version {report.version}[/] ({len(report.labels)} breeds: {', '.join(report.labels)})\n"
+        f"[green]Registered {name} version {report.version}[/] "
+        f"({len(report.labels)} breeds: {', '.join(report.labels)})\n"
         f"  best epoch {report.best_epoch} of {report.epochs} ({report.seconds_per_epoch * 1000:.0f} ms per epoch): "
         f"validation loss {metrics['best_val_loss']:.3f}, accuracy {metrics['best_val_accuracy']:.2f}, "
         f"macro F1 {metrics['best_val_macro_f1']:.2f}\n"
@@ -199,14 +224,19 @@ def train(
     for source, error in report.skipped.items():
         console.print(f"[yellow]Skipped[/] {source}: {error}")
     if alias:
-        console.print(f"models:/{name}@{alias} -> version {report.version}: a running app serving it switches within its follow_alias_s.")
+        console.print(
+            f"models:/{name}@{alias} -> version {report.version}: "
+            "a running app serving it switches within its follow_alias_s."
+        )
     else:
         console.print(f"To serve it: retriever promote {name} {report.version}")
 
 
 @cli.command()
 def prepare(
-    config: Path = typer.Option(Path("serve_config.yaml"), exists=True, dir_okay=False, help="Serve config to be deployed."),
+    config: Path = typer.Option(
+        Path("serve_config.yaml"), exists=True, dir_okay=False, help="Serve config to be deployed."
+    ),
 ) -> None:
     """Ready a cluster's shared registry for `serve deploy CONFIG`: register the packaged breed model
     if the config serves it and it is not there (idempotent; `retriever up` does this itself)."""
@@ -215,8 +245,12 @@ def prepare(
 
 @cli.command()
 def rayservice(
-    image: str = typer.Option(..., help="Container image with this project installed, serve_config.yaml in its working dir."),
-    gallery_url: str = typer.Option(..., help="The gallery's database: postgresql+psycopg://USER:PASSWORD@HOST:5432/DB."),
+    image: str = typer.Option(
+        ..., help="Container image with this project installed, serve_config.yaml in its working dir."
+    ),
+    gallery_url: str = typer.Option(
+        ..., help="The gallery's database: postgresql+psycopg://USER:PASSWORD@HOST:5432/DB."
+    ),
     tracking_uri: str = typer.Option(..., help="The MLflow tracking server: http://HOST:5000."),
     config: Path = typer.Option(Path("serve_config.yaml"), exists=True, dir_okay=False, help="Serve config to deploy."),
     name: str = typer.Option("retriever", help="Name of the RayService (and of its Secret, NAME-cluster)."),
@@ -226,7 +260,7 @@ def rayservice(
 ) -> None:
     """Print a KubeRay RayService that deploys the config, and the Secret with the cluster settings that
     every pod reads (`retriever rayservice ... | kubectl apply -f -`)."""
-    from backend.kuberay import dump, rayservice_manifest
+    from retriever.kuberay import dump, rayservice_manifest
 
     manifest = rayservice_manifest(
         load_serve_config(config), name=name, image=image, gallery_url=gallery_url, tracking_uri=tracking_uri,
@@ -240,7 +274,9 @@ def promote(
     name: str = typer.Argument("dog-breeds", help="Registered model."),
     version: int = typer.Argument(..., help="Version to serve."),
     alias: str = typer.Option("champion", help="The alias the app serves."),
-    tracking_uri: str | None = typer.Option(None, help="MLflow store (default: $MLFLOW_TRACKING_URI or the data dir's)."),
+    tracking_uri: str | None = typer.Option(
+        None, help="MLflow store (default: $MLFLOW_TRACKING_URI or the data dir's)."
+    ),
 ) -> None:
     """Point an alias at a version: the running app (serving models:/NAME@ALIAS) switches to it live."""
     from backend.models.registry import Registry, RegistryError
@@ -258,7 +294,9 @@ def promote(
 @cli.command()
 def models(
     name: str = typer.Argument("dog-breeds", help="Registered model."),
-    tracking_uri: str | None = typer.Option(None, help="MLflow store (default: $MLFLOW_TRACKING_URI or the data dir's)."),
+    tracking_uri: str | None = typer.Option(
+        None, help="MLflow store (default: $MLFLOW_TRACKING_URI or the data dir's)."
+    ),
 ) -> None:
     """List a registered model's versions, their aliases and best validation metrics."""
     from rich.table import Table
@@ -270,7 +308,9 @@ def models(
     aliases: dict[str, list[str]] = {}
     for alias, version in registry.client.get_registered_model(name).aliases.items():
         aliases.setdefault(str(version), []).append(alias)
-    table = Table("version", "aliases", "breeds", "val macro F1", "val loss", "run", title=f"{name} in {registry.tracking_uri}")
+    table = Table(
+        "version", "aliases", "breeds", "val macro F1", "val loss", "run", title=f"{name} in {registry.tracking_uri}"
+    )
     for version in sorted(registry.client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version)):
         metrics = registry.client.get_run(version.run_id).data.metrics if version.run_id else {}
         f1, loss = metrics.get("best_val_macro_f1"), metrics.get("best_val_loss")
@@ -288,7 +328,9 @@ def models(
 @cli.command("mlflow-ui")
 def mlflow_ui(
     port: int = typer.Option(5000),
-    tracking_uri: str | None = typer.Option(None, help="MLflow store (default: $MLFLOW_TRACKING_URI or the data dir's)."),
+    tracking_uri: str | None = typer.Option(
+        None, help="MLflow store (default: $MLFLOW_TRACKING_URI or the data dir's)."
+    ),
 ) -> None:
     """The MLflow UI over the app's registry (runs, metrics, model versions), on 127.0.0.1."""
     import os
@@ -298,9 +340,16 @@ def mlflow_ui(
 
     registry = Registry(tracking_uri)
     command = [
-        str(Path(sys.executable).parent / "mlflow"), "ui",
-        "--backend-store-uri", registry.tracking_uri,
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        str(Path(sys.executable).parent / "mlflow"),
+        "ui",
+        "--backend-store-uri",
+        registry.tracking_uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
     if root := registry.artifact_root():
         command += ["--default-artifact-root", root.as_uri()]
@@ -314,7 +363,7 @@ def with_ui_settings(
     """The config with the UI application's `share` args changed and its logins set, all validated
     (a bad value is a message here, not a failed deployment). The logins travel in the application's
     environment, not its args: Ray logs application args."""
-    from backend.app import UiArgs
+    from retriever.graph import UiArgs
     from ui.share import LOGIN_ENV, SHARE_BASIC_AUTH_ENV, Credentials
 
     serve_config = copy.deepcopy(serve_config)
@@ -362,8 +411,8 @@ def _print_share_link(serve_config: dict) -> None:
 def _bootstrap_registry(serve_config: dict) -> None:
     """Register the packaged breed model if the config serves the registry's default and it is not there:
     the idempotent first-run step, done here so the Vision replicas only load."""
+    from backend.deployments.vision import VisionSettings
     from backend.models.registry import CHAMPION, DEFAULT_MODEL, MODEL_NAME, Registry
-    from backend.vision import VisionSettings
 
     for app in serve_config.get("applications", []):
         for deployment in app.get("deployments", []):

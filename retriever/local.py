@@ -32,7 +32,7 @@ LOCAL_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    # Ray Serve's low-overhead request path (bench/README.md: 19 -> 24-27 photos/s on 2 cores, about
+    # Ray Serve's low-overhead request path (docs/benchmarks.md: 19 -> 24-27 photos/s on 2 cores, about
     # 20 CPU-ms less per request): handle calls and proxy-to-replica over gRPC, user code and routers
     # on the replica's own event loop, request logs written in blocks (errors at once). Not its direct
     # ingress, which starts no proxy and has each application listen on port 8000 itself: the api and
@@ -70,7 +70,9 @@ class LocalServe:
         from ray.serve.context import _get_global_client
         from ray.serve.schema import ServeDeploySchema
 
-        schema = ServeDeploySchema.model_validate({**config, "http_options": {**config.get("http_options", {}), "port": self.port}})
+        schema = ServeDeploySchema.model_validate(
+            {**config, "http_options": {**config.get("http_options", {}), "port": self.port}}
+        )
         _get_global_client().deploy_apps(schema, _blocking=False)
         wait_until_running([app.name for app in schema.applications], timeout_s)
 
@@ -198,7 +200,9 @@ def wait_until_running(
         last = states
         failed = {name: apps[name].message for name in app_names if states[name] == "DEPLOY_FAILED"}
         if failed:
-            raise RuntimeError("; ".join(f"application {name!r} failed to deploy: {msg}" for name, msg in failed.items()))
+            raise RuntimeError(
+                "; ".join(f"application {name!r} failed to deploy: {msg}" for name, msg in failed.items())
+            )
         if all(state == "RUNNING" for state in states.values()):
             return
         if time.monotonic() > deadline:

@@ -1,6 +1,6 @@
 """A KubeRay RayService for a Serve config: the same applications, on a head pod and worker pods that all
 read the cluster settings (the gallery's database, the MLflow tracking server) from one Secret, the way
-the nodes of a `ray start` cluster read them from their environment (README, "Scale out")."""
+the nodes of a `ray start` cluster read them from their environment (docs/scale-out.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from backend.data import GALLERY_URL_ENV
-from backend.local import LOCAL_ENV
+from retriever.local import LOCAL_ENV
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 SERVE_PORT = 8000  # KubeRay's Serve service points at the head pod's port 8000
@@ -118,5 +118,6 @@ class _ReadableDumper(yaml.SafeDumper):
 
 
 _ReadableDumper.add_representer(
-    str, lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None)
+    str,
+    lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None),
 )

@@ -1,6 +1,7 @@
 """Vision deployment: one vision model per replica, requests batched into one forward pass.
 
-The model comes from the MLflow registry (backend/models/registry.py) by reference. A new model goes
+The model comes from the MLflow registry (backend/models/registry.py) by reference, through the one
+factory of vision models (backend/models/vision_loader.py). A new model goes
 live without a failed request in two ways:
 - `user_config` changes (`serve deploy` with another `model`): Serve calls `reconfigure`;
 - the alias moves (`retriever train --alias champion`, `retriever promote`): the replica notices
@@ -17,13 +18,14 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 
-from backend.models.vision import ImageAnalysis, VisionModel, load_vision_model
+from backend.models.vision import ImageAnalysis, VisionModel
+from backend.models.vision_loader import VisionKind, load_pinned, pin_vision_model
 from shared.images import Embedder
 from shared.schemas import DeploymentStatus
 
@@ -37,18 +39,23 @@ class VisionSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["registry", "efficientnet-lite0", "clip"] = "registry"
+    kind: VisionKind = "registry"
     model: str | None = Field(
         None,
         description="registry: models:/NAME@ALIAS (default models:/dog-breeds@champion), models:/NAME/VERSION, "
         "runs:/RUN_ID/model or best-run:EXPERIMENT; clip: hub id or path; efficientnet-lite0: unused.",
     )
-    tracking_uri: str | None = Field(None, description="MLflow store; None: $MLFLOW_TRACKING_URI or SQLite in the data dir.")
+    tracking_uri: str | None = Field(
+        None, description="MLflow store; None: $MLFLOW_TRACKING_URI or SQLite in the data dir."
+    )
     follow_alias_s: float = Field(10.0, ge=0, description="How often to check where the alias points; 0: never.")
     dog_threshold: float = Field(0.5, ge=0, le=1, description="Dog score from which a photo is a dog.")
     torch_threads: int = Field(1, ge=1, description="Threads one forward pass uses.")
     concurrent_passes: int = Field(
-        1, ge=1, le=MAX_CONCURRENT_PASSES, description="Forward passes at once, each in a thread of its own (torch releases the GIL)."
+        1,
+        ge=1,
+        le=MAX_CONCURRENT_PASSES,
+        description="Forward passes at once, each in a thread of its own (torch releases the GIL).",
     )
     max_batch_size: int = Field(8, ge=1, le=256, description="Most images in one forward pass.")
     batch_wait_timeout_s: float = Field(
@@ -111,10 +118,10 @@ class Vision:
         started = time.perf_counter()
         source = None
         try:
-            source = self._source(settings, bootstrap)
+            source = pin_vision_model(settings.kind, settings.model, settings.tracking_uri, register_packaged=bootstrap)
             if source in (self.loaded_from, self.refused_from):
                 return
-            model = self._build(settings, source)
+            model = load_pinned(settings.kind, source, settings.dog_threshold, settings.tracking_uri)
         except Exception as exc:
             if self.model is None:
                 raise
@@ -132,26 +139,6 @@ class Vision:
         self.load_seconds = time.perf_counter() - started
         logger.info("Vision now serves %s (was %s), loaded in %.1f s", model.model_name, previous, self.load_seconds)
 
-    def _source(self, settings: VisionSettings, bootstrap: bool) -> str:
-        """Where the settings' model comes from, pinned: an alias resolved to its version."""
-        if settings.kind != "registry":
-            return f"{settings.kind}:{settings.model}"
-        from backend.models.registry import DEFAULT_MODEL, Registry
-
-        registry = Registry(settings.tracking_uri)
-        reference = settings.model or DEFAULT_MODEL
-        if bootstrap and reference == DEFAULT_MODEL:
-            # `retriever up` has done this already; `serve run` on a fresh machine has not.
-            registry.ensure_packaged()
-        return registry.resolve(reference).uri
-
-    def _build(self, settings: VisionSettings, source: str) -> VisionModel:
-        if settings.kind != "registry":
-            return load_vision_model(settings.kind, settings.model, settings.dog_threshold)
-        from backend.models.registry import Registry, ResolvedModel
-
-        return Registry(settings.tracking_uri).load(ResolvedModel.pinned(source), settings.dog_threshold)
-
     def _refuse(self, reason: str, source: str | None = None) -> None:
         self.refused, self.refused_from = reason, source
         logger.error(reason)
@@ -161,7 +148,12 @@ class Vision:
         while True:
             settings = self.settings
             await asyncio.sleep(settings.follow_alias_s if settings and settings.follow_alias_s else 5.0)
-            if settings is None or settings.kind != "registry" or not settings.follow_alias_s or settings is not self.settings:
+            if (
+                settings is None
+                or settings.kind != "registry"
+                or not settings.follow_alias_s
+                or settings is not self.settings
+            ):
                 continue
             try:
                 await asyncio.to_thread(self._follow, settings)
@@ -175,7 +167,7 @@ class Vision:
     # Sizes and wait come from the settings (reconfigure). Serve's batcher forms a batch from what has
     # arrived within the wait, then the batch waits for a free pass: with no wait the batches stay
     # small, which costs little on a CPU (a pass costs about as much per image at batch 1 as at 4, and
-    # more at 8: bench/README); on a GPU, a wait of a few ms fills them. The decorator's cap on batches
+    # more at 8: docs/benchmarks.md); on a GPU, a wait of a few ms fills them. The decorator's cap on batches
     # at once is fixed, so `self.passes` holds them to the settings' concurrent_passes.
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0, max_concurrent_batches=MAX_CONCURRENT_PASSES)
     async def _analyse_batch(self, batch: list[np.ndarray]) -> list[ImageAnalysis]:

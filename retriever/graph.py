@@ -1,4 +1,4 @@
-"""Builds the deployment graph: the one place that wires deployments together.
+"""Builds the Serve graph: the one place that binds deployments together.
 
 serve_config.yaml names these builders as import paths; their `args` come from the config:
 
@@ -14,10 +14,10 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
-from backend.api import Api
-from backend.gallery import Gallery, GallerySettings
-from backend.summarizer import Summarizer
-from backend.vision import Vision
+from backend.api.ingress import Api
+from backend.deployments.gallery import Gallery, GallerySettings
+from backend.deployments.summarizer import Summarizer
+from backend.deployments.vision import Vision
 from shared.config import Limits
 from ui.app import GradioUI
 from ui.share import Credentials, ShareSettings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import threading
@@ -18,16 +19,16 @@ from ray.serve.handle import DeploymentHandle
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from backend.data import default_gallery_url
-from backend.models.index import GalleryStore, Match, StoredPhoto, VectorIndex, labelled_images
-from shared.backends import BackendUnavailable
+from backend.models.index import GalleryStore, Match, StoredPhoto, VectorIndex, gallery_label, labelled_images
+from backend.models.vision import ImageAnalysis
 from shared.config import Limits
-from shared.images import Embedder
-from shared.photos import PhotoService
+from shared.errors import BackendUnavailable
+from shared.images import Embedder, decode_image, thumbnail_jpeg, to_model_input
 from shared.schemas import DeploymentStatus
 
 logger = logging.getLogger("ray.serve")
 
-SEED_DIR = Path(__file__).resolve().parent / "gallery_seed"
+SEED_DIR = Path(__file__).resolve().parent.parent / "gallery_seed"
 SEED_WAIT_S = 120.0  # how long a claim to seed the gallery holds the other replicas back
 
 
@@ -45,12 +46,18 @@ class GallerySettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     database_url: str | None = Field(
-        None, description="SQLAlchemy URL. None: $RETRIEVER_GALLERY_URL, else SQLite at <data dir>/gallery.db ($RETRIEVER_DATA_DIR or ~/.local/share/retriever)."
+        None,
+        description="SQLAlchemy URL. None: $RETRIEVER_GALLERY_URL, else SQLite at <data dir>/gallery.db "
+        "($RETRIEVER_DATA_DIR or ~/.local/share/retriever).",
     )
     seed: bool = Field(True, description="Add the packaged photos (backend/gallery_seed) to an empty gallery.")
     matches: int = Field(5, ge=1, le=50, description="Similar photos returned when a request does not say.")
-    ann_threshold: int = Field(50_000, ge=1, description="From this many photos on, search with a FAISS IVF index (approximate).")
-    refresh_interval_s: float = Field(1.0, ge=0, description="How stale a replica's index may be: adds through other replicas show within it.")
+    ann_threshold: int = Field(
+        50_000, ge=1, description="From this many photos on, search with a FAISS IVF index (approximate)."
+    )
+    refresh_interval_s: float = Field(
+        1.0, ge=0, description="How stale a replica's index may be: adds through other replicas show within it."
+    )
 
     def url(self) -> str:
         return self.database_url or default_gallery_url()
@@ -76,7 +83,11 @@ class Gallery:
             self.index.extend(self.store.rows_after(self.index.last_id, self.embedder.name))
             self.refreshed_at = time.monotonic()
 
-    def search(self, embedding: np.ndarray, breeds: list[str], n: int | None = None) -> list[Match]:
+    def search(
+        self, embedding: np.ndarray, breeds: list[str], n: int | None = None, thumbnails: bool = False
+    ) -> list[Match]:
+        """The `n` photos most like `embedding`, among those labelled with one of `breeds` where there
+        are enough; with their thumbnails if asked (what the UI shows), else from memory alone."""
         if time.monotonic() - self.refreshed_at > self.settings.refresh_interval_s:
             try:
                 with store_reachable():
@@ -84,15 +95,24 @@ class Gallery:
             except BackendUnavailable:
                 pass  # answer from the photos already in memory; the next search looks again
         with self.lock:
-            return self.index.search(embedding, n or self.settings.matches, breeds)
-
-    def add(
-        self, embedding: np.ndarray, thumbnail: bytes, embedder: str, label: str | None, label_source: str, source: str
-    ) -> StoredPhoto:
-        if embedder != self.embedder.name:
-            raise ValueError(f"embedding from {embedder}, but this gallery holds {self.embedder.name} embeddings")
+            matches = self.index.search(embedding, n or self.settings.matches, breeds)
+        if not thumbnails:
+            return matches
         with store_reachable():
-            photo = self.store.add(embedding, thumbnail, embedder, label, label_source, source)
+            found = self.store.thumbnails([match.id for match in matches])
+        return [dataclasses.replace(match, thumbnail=found.get(match.id)) for match in matches]
+
+    def add_analysed(
+        self, analysis: ImageAnalysis, thumbnail: bytes, label: str | None, label_source: str, source: str
+    ) -> StoredPhoto:
+        """Store a photo Vision analysed; without a label, a dog gets its predicted breed."""
+        if analysis.embedder != self.embedder.name:
+            raise ValueError(
+                f"embedding from {analysis.embedder}, but this gallery holds {self.embedder.name} embeddings"
+            )
+        label, label_source = gallery_label(label, label_source, analysis)
+        with store_reachable():
+            photo = self.store.add(analysis.embedding, thumbnail, analysis.embedder, label, label_source, source)
         try:
             with store_reachable():
                 self.refresh()  # the adding replica sees its own add at once
@@ -102,14 +122,17 @@ class Gallery:
 
     def thumbnails(self, photo_ids: list[int]) -> list[bytes | None]:
         with store_reachable():
-            return [self.store.thumbnail(photo_id) for photo_id in photo_ids]
+            found = self.store.thumbnails(photo_ids)
+        return [found.get(photo_id) for photo_id in photo_ids]
 
     def status(self) -> DeploymentStatus:
         try:
             with store_reachable():
                 self.store.ping()
         except BackendUnavailable as exc:
-            return DeploymentStatus(ready=False, model=f"{len(self.index)} photos ({self.embedder.name})", detail=str(exc))
+            return DeploymentStatus(
+                ready=False, model=f"{len(self.index)} photos ({self.embedder.name})", detail=str(exc)
+            )
         seeding = self.seeding is not None and not self.seeding.done()
         return DeploymentStatus(
             ready=not seeding,
@@ -119,18 +142,19 @@ class Gallery:
 
     async def _seed(self) -> None:
         """Fill an empty gallery with the packaged photos, once across all replicas and restarts.
-        Each is made into an entry the way an upload is (shared.photos), then added here."""
+        Each is analysed by Vision, as an upload is, then added here."""
         marker = f"seeded:{self.embedder.name}"
         if self.store.count(self.embedder.name):
             return
         if not self.store.claim(marker):
             await self._await_seeding(marker)
             return
-        photos = PhotoService(self.vision, None, Limits())
         try:
             for path, label in labelled_images(SEED_DIR):
-                entry = await photos.gallery_entry(path.read_bytes(), label, label_source="folder")
-                await asyncio.to_thread(self.add, *entry.fields(), f"seed:{path.relative_to(SEED_DIR)}")
+                image = await asyncio.to_thread(decode_image, path.read_bytes(), Limits())
+                analysis = await self.vision.analyse.remote(to_model_input(image, self.embedder.input_spec))
+                source = f"seed:{path.relative_to(SEED_DIR)}"
+                await asyncio.to_thread(self.add_analysed, analysis, thumbnail_jpeg(image), label, "folder", source)
         except Exception:
             logger.exception("seeding the gallery failed")
             self.store.release(marker)
@@ -148,7 +172,7 @@ class Gallery:
                 claimed_at = await asyncio.to_thread(self.store.marker_at, marker)
                 if claimed_at is None or await asyncio.to_thread(self.store.marker_at, f"{marker}:done"):
                     break
-                if (dt.datetime.now(dt.timezone.utc) - claimed_at).total_seconds() > SEED_WAIT_S:
+                if (dt.datetime.now(dt.UTC) - claimed_at).total_seconds() > SEED_WAIT_S:
                     break
             except (OperationalError, InterfaceError):
                 pass  # the database is down: status() says so meanwhile

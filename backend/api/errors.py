@@ -1,0 +1,106 @@
+"""The API's one mapping from errors to HTTP answers: every error body is {"detail": "<sentence>"}.
+
+Routes raise domain errors (shared/errors.py) or let them pass; `install` registers one handler per row
+of HTTP_STATUS, and the OpenAPI `ERRORS` table is made from the same rows. Anything else is logged once
+and answered 500 without a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from backend.api.schemas import ErrorResponse
+from shared.errors import (
+    ArticleTooLong,
+    BackendUnavailable,
+    BlockedUrl,
+    ImageTooLarge,
+    InvalidArticle,
+    InvalidImage,
+    PhotoNotFound,
+)
+
+logger = logging.getLogger("ray.serve")
+
+# Most specific first: the first row an error is an instance of decides.
+HTTP_STATUS: list[tuple[type[Exception], int]] = [
+    (ArticleTooLong, 413),
+    (ImageTooLarge, 413),
+    (BlockedUrl, 400),
+    (InvalidArticle, 422),
+    (InvalidImage, 422),
+    (PhotoNotFound, 404),
+    (BackendUnavailable, 503),
+]
+
+DESCRIPTIONS = {
+    400: "The image URL is refused (not http(s), a non-public address, too many redirects), or the body is not UTF-8.",
+    404: "No such gallery photo.",
+    413: "The text or image is larger than the configured limit.",
+    422: "Input that cannot be used: empty or non-text text, a file that is not a readable image, "
+    "an image URL that cannot be fetched, or a request that does not match the schema.",
+    503: "A model deployment is busy (its queue is full), restarting, or did not answer in time; "
+    "the Retry-After header says when to try again.",
+}
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of a route that can answer these error statuses."""
+    return {status: {"model": ErrorResponse, "description": DESCRIPTIONS[status]} for status in statuses}
+
+
+# What the routes that take input can answer (all but 404, which only the image route can).
+ERRORS = responses(400, 413, 422, 503)
+
+
+def status_of(exc: Exception) -> int:
+    return next(status for error, status in HTTP_STATUS if isinstance(exc, error))
+
+
+async def domain_error(request: Request, exc: Exception) -> JSONResponse:
+    headers = None
+    if isinstance(exc, BackendUnavailable):
+        headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}  # whole seconds, at least 1
+    return JSONResponse({"detail": str(exc)}, status_code=status_of(exc), headers=headers)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": "Internal error; it has been logged."}, status_code=500)
+
+
+async def readable_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """One readable line per problem."""
+    problems = []
+    for error in exc.errors():
+        if error["type"] == "json_invalid":  # loc is ("body", offset)
+            reason = error.get("ctx", {}).get("error", "")
+            problems.append(f"body: not valid JSON at character {error['loc'][-1]} ({reason})")
+            continue
+        where = ".".join(str(part) for part in error["loc"][1:]) or error["loc"][0]
+        problems.append(f"{where}: {error['msg']}")
+    return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
+
+
+async def readable_http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """FastAPI answers a body it cannot decode with "There was an error parsing the body": say why."""
+    if isinstance(exc.__cause__, UnicodeDecodeError):
+        detail = f"body: not UTF-8 text (byte {exc.__cause__.start} cannot be decoded)"
+        return JSONResponse({"detail": detail}, status_code=400)
+    return await http_exception_handler(request, exc)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on the API's app."""
+    for error, _ in HTTP_STATUS:
+        app.add_exception_handler(error, domain_error)
+    app.add_exception_handler(RequestValidationError, readable_validation_error)
+    app.add_exception_handler(StarletteHTTPException, readable_http_error)
+    app.add_exception_handler(Exception, unexpected_error)

@@ -1,0 +1,76 @@
+"""The HTTP API's request and response bodies (the tutorials' shapes and /api/v1)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.schemas import SummarizeOptions
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+
+
+class SummarizeRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"text": "Paste an article here. It has sentences.", "options": {"max_sentences": 2}}]
+        },
+    )
+
+    text: str = Field(description="The article, plain text.")
+    options: SummarizeOptions = Field(default_factory=SummarizeOptions)
+
+
+class Timings(BaseModel):
+    model_ms: float
+    total_ms: float = Field(description="From request received to response ready, in the API.")
+
+
+class SummarizeResponse(BaseModel):
+    summary: str
+    model: str
+    pieces: int
+    timings: Timings
+
+
+class PredictRequest(BaseModel):
+    """The Ray Serve tutorial's request, plus how many matches to return."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"url": "https://example.com/dog.jpg", "k": 4}]}
+    )
+
+    url: str = Field(description="http(s) URL of the photo.", max_length=2048)
+    k: int = Field(4, ge=1, le=118, description="How many top breeds filter the gallery search.")
+    n: int | None = Field(None, ge=1, le=50, description="How many similar photos (default: the configured 5).")
+
+
+class PhotoMatch(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: int
+    label: str | None = Field(alias="class", description="The photo's breed label (or what it shows), if known.")
+    path: str = Field(description="URL of the photo's image on this server.")
+    similarity: float = Field(description="Cosine similarity of the embeddings, -1..1.")
+
+
+class PredictResponse(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    probabilities: dict[str, float] = Field(description="p(breed | dog) for the 118 ImageNet breeds, highest first.")
+    top_matches: list[PhotoMatch]
+    dog_score: float = Field(description="Total probability of the dog classes; below the threshold it is not a dog.")
+    is_dog: bool
+    best_guess: str = Field(description="The most likely of the 1,000 ImageNet classes.")
+    model: str
+
+
+class GalleryItem(BaseModel):
+    id: int
+    label: str | None
+    label_source: str = Field(description="folder, user or predicted")
+    source: str
+    added_at: str
+    path: str

@@ -1,0 +1,220 @@
+"""The client of the model deployments: the one way both faces (the HTTP API and the UI) reach them.
+
+One method per thing a user asks for. Each checks the input, decodes and reduces a photo once (here, in
+the face's process: only the small model input travels), calls the deployments, and answers domain
+types or raises domain errors (shared/errors.py), never Serve's or Ray's:
+- Serve's ways of saying "not now" (a full queue, a deployment not up, a replica that died) and a call
+  past the route's time limit (Limits) become `BackendUnavailable` with a sentence for the user;
+- an error a replica raised reaches the caller as itself, not wrapped in Ray's traceback;
+- a call a dead replica dropped is sent once more when it is safe to repeat (reading the model or the
+  gallery, never an add: a replica that died after committing would store the photo twice). Serve
+  routes the retry to a live replica, or holds it until the replacement is up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+from backend.models.index import Match, StoredPhoto
+from backend.models.vision import ImageAnalysis
+from shared.config import Limits
+from shared.errors import BackendTimeout, BackendUnavailable, InvalidArticle, InvalidImage, PhotoNotFound
+from shared.images import Embedder, InputSpec, decode_image, fetch_image_bytes, thumbnail_jpeg, to_model_input
+from shared.schemas import DeploymentStatus, Readiness, SummarizeOptions, SummaryResult, validate_article
+
+logger = logging.getLogger("ray.serve")
+
+# What each model deployment is called in messages to users.
+READABLE_NAMES = {"Summarizer": "The summarizer", "Vision": "The vision model", "Gallery": "The gallery"}
+# Serve's errors that mean "not now" rather than "your input is wrong".
+SERVE_UNAVAILABLE = (BackPressureError, DeploymentUnavailableError, RayActorError)
+# Errors a replica raises for the user to read: passed on as they are.
+DOMAIN_ERRORS = (InvalidArticle, InvalidImage, PhotoNotFound, BackendUnavailable)
+READINESS_TIMEOUT_S = 5.0
+
+
+def readable(deployment: str) -> str:
+    return READABLE_NAMES.get(deployment, f"The {deployment} deployment")
+
+
+def unavailable(exc: BaseException, deployment: str) -> BackendUnavailable:
+    """One of SERVE_UNAVAILABLE as a message for the user."""
+    name = readable(deployment)
+    if isinstance(exc, BackPressureError):
+        return BackendUnavailable(f"{name} is busy (its queue is full); try again shortly.", exc.retry_after_s or 1)
+    if isinstance(exc, DeploymentUnavailableError):
+        return BackendUnavailable(f"{name} is not deployed right now; try again later.")
+    return BackendUnavailable(f"{name} stopped during the request and is restarting; try again shortly.")
+
+
+def unwrapped(exc: BaseException) -> BaseException:
+    """A domain error a replica raised, rather than Ray's wrapper of it (whose str() is a traceback)."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, DOMAIN_ERRORS) else exc
+
+
+async def call(method: Any, *args: Any, retry: bool = True) -> Any:
+    """`await method.remote(*args)` on a deployment handle's method (`handle.analyse`); sent once more
+    if the replica died under it and `retry` (the call is safe to repeat)."""
+    deployment = getattr(method, "deployment_name", "model")
+    for attempt in (1, 2):
+        try:
+            return await method.remote(*args)
+        except RayActorError as exc:
+            if not retry or attempt == 2:
+                raise unavailable(exc, deployment) from exc
+            logger.warning("a %s replica died during a call; sending it once more", deployment)
+        except SERVE_UNAVAILABLE as exc:
+            raise unavailable(exc, deployment) from exc
+        except DOMAIN_ERRORS as exc:
+            raise unwrapped(exc) from None
+
+
+@asynccontextmanager
+async def time_limit(seconds: float, deployment: str) -> AsyncIterator[None]:
+    """The route's time limit on calls to `deployment`; past it, `BackendTimeout`."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise BackendTimeout(f"{readable(deployment)} did not answer within {seconds:.0f} s; try again.") from None
+
+
+@dataclass(frozen=True)
+class PhotoAnswer:
+    """What a Find answers: the photo's analysis and the gallery's closest photos."""
+
+    analysis: ImageAnalysis
+    matches: list[Match]
+
+
+@dataclass(frozen=True)
+class PreparedPhoto:
+    pixels: Any  # uint8 model input
+    thumbnail: bytes | None  # JPEG for the gallery, made only for photos that go there
+
+
+class ModelClient:
+    """Summaries and photos over handles to the Summarizer, Vision and Gallery deployments (anything
+    with `.method.remote(...)`)."""
+
+    def __init__(self, summarizer: Any, vision: Any, gallery: Any, limits: Limits) -> None:
+        self.summarizer = summarizer
+        self.vision = vision
+        self.gallery = gallery
+        self.limits = limits
+        self._embedder: Embedder | None = None
+
+    # ----------------------------------------------------------------------------- summaries
+
+    async def summarize(self, text: str, options: SummarizeOptions) -> SummaryResult:
+        validate_article(text, self.limits)
+        async with time_limit(self.limits.summary_timeout_s, "Summarizer"):
+            return await call(self.summarizer.summarize, text, options)
+
+    async def stream_summary(self, text: str, options: SummarizeOptions) -> AsyncIterator[str]:
+        """The summary in pieces as the model writes them. Not retried: a stream that broke off has
+        been partly shown."""
+        validate_article(text, self.limits)
+        deadline = asyncio.get_running_loop().time() + self.limits.summary_timeout_s
+        stream = self.summarizer.options(stream=True).stream.remote(text, options)
+        while True:
+            try:
+                # The time limit covers the whole summary, but only the waits for the next piece: the
+                # caller's work between pieces is never interrupted.
+                async with asyncio.timeout_at(deadline):
+                    piece = await anext(stream)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                seconds = self.limits.summary_timeout_s
+                raise BackendTimeout(f"The summarizer did not answer within {seconds:.0f} s; try again.") from None
+            except SERVE_UNAVAILABLE as exc:
+                raise unavailable(exc, "Summarizer") from exc
+            except DOMAIN_ERRORS as exc:
+                raise unwrapped(exc) from None
+            yield piece
+
+    async def summarizer_model(self) -> str:
+        return (await call(self.summarizer.status)).model
+
+    # ----------------------------------------------------------------------------- photos
+
+    async def fetch(self, url: str) -> bytes:
+        """An image URL's bytes, through the SSRF-safe fetcher."""
+        return await fetch_image_bytes(url, self.limits)
+
+    async def find(self, data: bytes, k: int = 4, n: int | None = None, thumbnails: bool = False) -> PhotoAnswer:
+        """Breeds, dog score and the most similar gallery photos (searched among the top `k` breeds),
+        with their thumbnails if asked: everything a Find shows, in one answer."""
+        photo = await self._prepare(data)
+        async with time_limit(self.limits.photo_timeout_s, "Vision"):
+            analysis = await call(self.vision.analyse, photo.pixels)
+        breeds = [breed for breed, _ in analysis.top_breeds(k)]
+        async with time_limit(self.limits.photo_timeout_s, "Gallery"):
+            matches = await call(self.gallery.search, analysis.embedding, breeds, n, thumbnails)
+        return PhotoAnswer(analysis, matches)
+
+    async def add(self, data: bytes, label: str | None, source: str) -> StoredPhoto:
+        """Store a photo in the gallery. Without a label it gets the predicted breed (marked
+        "predicted") when it is a dog, and none otherwise."""
+        photo = await self._prepare(data, thumbnail=True)
+        async with time_limit(self.limits.gallery_add_timeout_s, "Vision"):
+            analysis = await call(self.vision.analyse, photo.pixels)
+        async with time_limit(self.limits.gallery_add_timeout_s, "Gallery"):
+            # Not retried: a Gallery replica that died after committing would store the photo twice.
+            return await call(self.gallery.add_analysed, analysis, photo.thumbnail, label, "user", source, retry=False)
+
+    async def thumbnail(self, photo_id: int) -> bytes:
+        """A gallery photo's JPEG, or PhotoNotFound."""
+        async with time_limit(self.limits.photo_timeout_s, "Gallery"):
+            (thumbnail,) = await call(self.gallery.thumbnails, [photo_id])
+        if thumbnail is None:
+            raise PhotoNotFound(f"No photo {photo_id} in the gallery.")
+        return thumbnail
+
+    async def _input_spec(self) -> InputSpec:
+        """The serving model's input geometry (asked once: a swap never changes the embedder)."""
+        if self._embedder is None:
+            async with time_limit(self.limits.photo_timeout_s, "Vision"):
+                self._embedder = await call(self.vision.embedder)
+        return self._embedder.input_spec
+
+    async def _prepare(self, data: bytes, thumbnail: bool = False) -> PreparedPhoto:
+        """Decode, check and reduce (and make the gallery's thumbnail if asked: a third of the work),
+        in a worker thread: Pillow work stays off the event loop."""
+        spec = await self._input_spec()
+
+        def work() -> PreparedPhoto:
+            image = decode_image(data, self.limits)
+            return PreparedPhoto(to_model_input(image, spec), thumbnail_jpeg(image) if thumbnail else None)
+
+        return await asyncio.to_thread(work)
+
+    # ----------------------------------------------------------------------------- health
+
+    async def readiness(self) -> Readiness:
+        """Whether every model deployment answers, and what each serves."""
+        handles = {"Summarizer": self.summarizer, "Vision": self.vision, "Gallery": self.gallery}
+        answers = await asyncio.gather(*(self._probe(name, handle) for name, handle in handles.items()))
+        statuses = dict(zip(handles, answers, strict=True))
+        return Readiness(ready=all(s.ready for s in statuses.values()), deployments=statuses)
+
+    @staticmethod
+    async def _probe(name: str, handle: Any) -> DeploymentStatus:
+        try:
+            async with asyncio.timeout(READINESS_TIMEOUT_S):
+                return await handle.status.remote()
+        except TimeoutError:
+            return DeploymentStatus(ready=False, detail=f"no answer within {READINESS_TIMEOUT_S:.0f} s")
+        except Exception as exc:  # a dead or failing replica: report it, never fail the probe itself
+            logger.warning("readiness probe of %s failed: %r", name, exc)
+            return DeploymentStatus(ready=False, detail=type(exc).__name__)

@@ -1,0 +1,68 @@
+"""The API's one error table: each domain error becomes its status with the error's sentence, a
+503 says when to come back, and anything unexpected is a 500 without its details."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from backend.api import errors
+from shared.errors import (
+    ArticleTooLong,
+    BackendTimeout,
+    BackendUnavailable,
+    BlockedUrl,
+    ImageTooLarge,
+    InvalidArticle,
+    InvalidImage,
+    PhotoNotFound,
+    UnreachableUrl,
+)
+
+RAISED = {
+    "too-long": (ArticleTooLong("The article is too long."), 413),
+    "empty": (InvalidArticle("The article is empty."), 422),
+    "big-image": (ImageTooLarge("The image is too large."), 413),
+    "not-an-image": (InvalidImage("The file is not an image."), 422),
+    "blocked": (BlockedUrl("The URL points to a non-public address."), 400),
+    "unreachable": (UnreachableUrl("The URL answered HTTP 404."), 422),
+    "no-photo": (PhotoNotFound("No photo 9 in the gallery."), 404),
+    "busy": (BackendUnavailable("The summarizer is busy.", retry_after_s=2.4), 503),
+    "slow": (BackendTimeout("The vision model did not answer within 45 s; try again."), 503),
+}
+
+
+@pytest.fixture(scope="module")
+def client() -> TestClient:
+    app = FastAPI()
+    errors.install(app)
+
+    @app.get("/raise/{name}")
+    async def raise_it(name: str) -> None:
+        if name == "bug":
+            raise KeyError("internal detail")
+        raise RAISED[name][0]
+
+    return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.mark.parametrize("name", RAISED)
+def test_each_domain_error_is_its_status_with_its_sentence(client: TestClient, name: str):
+    error, status = RAISED[name]
+    response = client.get(f"/raise/{name}")
+    assert (response.status_code, response.json()) == (status, {"detail": str(error)})
+
+
+def test_an_unavailable_backend_says_when_to_try_again(client: TestClient):
+    assert client.get("/raise/busy").headers["retry-after"] == "2"
+    assert client.get("/raise/slow").headers["retry-after"] == "5"
+
+
+def test_an_unexpected_error_is_a_500_without_its_details(client: TestClient):
+    response = client.get("/raise/bug")
+    assert response.status_code == 500 and "internal detail" not in response.text
+
+
+def test_every_status_of_the_table_is_documented():
+    assert {status for _, status in errors.HTTP_STATUS} <= set(errors.DESCRIPTIONS)
