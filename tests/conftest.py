@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from backend.local import LocalServe, apply_local_env, free_port
+from retriever.local import LocalServe, apply_local_env, free_port
 
 apply_local_env()  # before ray, gradio or transformers are imported anywhere
 
 from tests import netguard  # noqa: E402
 from tests.image_server import ImageServer  # noqa: E402
-from tests.photos import PHOTOS, SEED  # noqa: E402, F401  (imported from here by the tests)
+from tests.photos import PHOTOS, SEED, SEED_PHOTOS  # noqa: E402, F401  (imported from here by the tests)
 
 netguard.install()
 
@@ -55,7 +55,7 @@ def serve_deployment(image_server: ImageServer, gallery_database: str) -> Iterat
     Changed only where a test run must differ: the stores live in a temp dir, the local image server is
     on the URL allowlist, Vision checks its registry alias every second, and every Ray worker refuses
     non-loopback connections like this process (on the asyncio loop, where the guard sees every connect)."""
-    from backend.local import load_serve_config, start_local_serve
+    from retriever.local import load_serve_config, start_local_serve
 
     config = guarded_config(load_serve_config(ROOT / "serve_config.yaml"), image_server.port)
     api = next(app for app in config["applications"] if app["name"] == "api")

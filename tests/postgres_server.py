@@ -1,5 +1,5 @@
 """A PostgreSQL server of the test's own: Debian's binaries, a cluster in a temp dir, a free port on
-127.0.0.1, no unix socket elsewhere; started and stopped by PID (pg_ctl), restartable mid-test.
+127.0.0.1, no unix socket elsewhere; restartable mid-test (on the same port).
 
 PostgreSQL refuses to run as root: under root (CI) every server command runs as the `postgres` user that
 Debian's package creates, in a dir that user owns."""
@@ -9,11 +9,11 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import subprocess
-import tempfile
-from pathlib import Path
 
-from backend.local import free_port
+from retriever.local import free_port
+from tests.server_process import ServerProcess
 
 
 def _bin(name: str) -> str:
@@ -23,14 +23,16 @@ def _bin(name: str) -> str:
     return found[-1]
 
 
-class PostgresServer:
+class PostgresServer(ServerProcess):
+    name = "postgres"
+    stop_signal = signal.SIGINT  # PostgreSQL's "fast" shutdown: ends sessions, then a clean checkpoint
+
     def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="retriever-pg-"))
+        super().__init__()
         self.data = self.root / "data"
-        self.port = free_port()
         self.database = "retriever"
-        self._as_postgres = os.geteuid() == 0
-        if self._as_postgres:
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self._as:
             shutil.chown(self.root, "postgres", "postgres")
 
     @property
@@ -39,34 +41,30 @@ class PostgresServer:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{self.database}"
 
     def _run(self, *command: str) -> None:
-        prefix = ["runuser", "-u", "postgres", "--"] if self._as_postgres else []
-        subprocess.run([*prefix, *command], check=True, capture_output=True, timeout=120)
+        subprocess.run([*self._as, *command], check=True, capture_output=True, timeout=120)
 
-    def start(self) -> PostgresServer:
-        if not self.data.exists():
-            self._run(_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync")
-        options = f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root} -c fsync=on"
-        self._run(_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", options, "-w", "start")
-        if not getattr(self, "_created", False):
-            self._run(_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", self.database)
-            self._created = True
-        return self
+    def pick_ports(self) -> None:
+        self.port = free_port()
+
+    def prepare(self) -> None:
+        self._run(_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync")
+
+    def command(self) -> list[str]:
+        return [
+            *self._as, _bin("postgres"), "-D", str(self.data), "-c", "listen_addresses=127.0.0.1",
+            "-c", f"port={self.port}", "-c", f"unix_socket_directories={self.root}", "-c", "fsync=on",
+        ]  # fmt: skip
+
+    def ready(self) -> bool:
+        checked = subprocess.run(
+            [_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"], capture_output=True
+        )
+        return checked.returncode == 0
+
+    def after_first_start(self) -> None:
+        self.new_database(self.database)
 
     def new_database(self, name: str) -> str:
         """Create another (empty) database on this server; its SQLAlchemy URL."""
         self._run(_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
-
-    def stop(self) -> None:
-        """pg_ctl stop: the server whose PID is in this cluster's postmaster.pid, and no other."""
-        if (self.data / "postmaster.pid").exists():
-            self._run(_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def __enter__(self) -> PostgresServer:
-        return self.start()
-
-    def __exit__(self, *_) -> None:
-        try:
-            self.stop()
-        finally:
-            shutil.rmtree(self.root, ignore_errors=True)

@@ -1,6 +1,7 @@
-"""A multi-node Ray cluster on one machine, as the README's "scale out" section starts one: each node a
+"""A multi-node Ray cluster on one machine, as docs/scale-out.md starts one: each node a
 `ray start --block` process of its own (head first, then workers joining its address), with its own
-ports, temp dir, data dir and custom resources; token authentication on; nothing bound beyond loopback (each node has its own 127.0.0.x).
+ports, temp dir, data dir and custom resources; token authentication on; nothing bound beyond loopback
+(each node has its own 127.0.0.x).
 
 `ray start --block` stays in the foreground: this process's child, which shuts its node down on SIGTERM.
 Whatever of a node outlives that (Ray workers start sessions of their own) is found as a descendant of
@@ -17,32 +18,67 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from backend.local import LOCAL_ENV, free_port
 from bench.stats import tree_pids
+from retriever.local import LOCAL_ENV, free_port
+from tests.server_process import ServerProcess
 
 HEAD_IP = "127.0.0.2"  # workers: 127.0.0.3, 127.0.0.4, ...
 RAY = os.environ.get("RETRIEVER_TEST_RAY") or str(Path(sys.executable).parent / "ray")
 
 
-@dataclass
-class Node:
-    name: str
-    ip: str
-    root: Path  # temp dir (Ray's session dirs) and data dir
-    process: subprocess.Popen
-    pids: list[int] = field(default_factory=list)  # every process of the node, seen while it ran
+class RayNode(ServerProcess):
+    """One `ray start --block`: ready once it says "Ray runtime started."."""
+
+    name = "ray-start"
+
+    def __init__(self, cluster: RayCluster, name: str, ip: str, num_cpus: float, resources: dict, head: bool) -> None:
+        super().__init__(cluster.root / name, ready_timeout_s=180)
+        self.node_name, self.ip, self.cluster, self.head = name, ip, cluster, head
+        self.num_cpus, self.resources = num_cpus, resources
+        self.pids: list[int] = []  # every process of the node, seen while it ran
 
     @property
     def data_dir(self) -> Path:
         return self.root / "data"
 
-    def log(self) -> str:
-        return (self.root / "ray-start.log").read_text(errors="replace")
+    def pick_ports(self) -> None:
+        self.ports = {
+            option: str(free_port())
+            for option in (
+                "--node-manager-port", "--object-manager-port", "--metrics-export-port", "--runtime-env-agent-port",
+                "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+            )
+        }  # fmt: skip
+        if self.head:
+            self.cluster.gcs_port, self.cluster.dashboard_port = free_port(), free_port()
+
+    def prepare(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+
+    def command(self) -> list[str]:
+        if self.head:
+            role = [
+                "--head", "--port", str(self.cluster.gcs_port), "--ray-client-server-port", str(free_port()),
+                "--include-dashboard", "true",
+                "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.cluster.dashboard_port),
+            ]  # fmt: skip
+        else:
+            role = ["--address", self.cluster.address]
+        return [
+            RAY, "start", "--block", "--node-ip-address", self.ip, "--temp-dir", str(self.root / "ray"),
+            "--num-cpus", str(self.num_cpus), "--resources", json.dumps(self.resources), "--disable-usage-stats",
+            *[part for pair in self.ports.items() for part in pair], *role,
+        ]  # fmt: skip
+
+    def env(self) -> dict[str, str]:
+        return {**self.cluster.env, "RETRIEVER_DATA_DIR": str(self.data_dir)}
+
+    def ready(self) -> bool:
+        return "Ray runtime started." in self.log()
 
 
 class RayCluster:
@@ -63,9 +99,8 @@ class RayCluster:
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": self.token,
         }
-        self.gcs_port = free_port()
-        self.dashboard_port = free_port()
-        self.nodes: list[Node] = []
+        self.gcs_port = self.dashboard_port = 0  # picked by the head node
+        self.nodes: list[RayNode] = []
 
     @property
     def address(self) -> str:
@@ -75,52 +110,26 @@ class RayCluster:
     def dashboard_url(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
-    def _start(self, name: str, ip: str, num_cpus: float, resources: dict[str, float], head_options: list[str]) -> Node:
-        root = self.root / name
-        (root / "data").mkdir(parents=True)
-        ports = {
-            option: str(free_port())
-            for option in (
-                "--node-manager-port", "--object-manager-port", "--metrics-export-port", "--runtime-env-agent-port",
-                "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
-            )
-        }  # fmt: skip
-        command = [
-            RAY, "start", "--block", "--node-ip-address", ip, "--temp-dir", str(root / "ray"),
-            "--num-cpus", str(num_cpus), "--resources", json.dumps(resources), "--disable-usage-stats",
-            *[part for pair in ports.items() for part in pair], *head_options,
-        ]  # fmt: skip
-        with (root / "ray-start.log").open("wb") as log:
-            process = subprocess.Popen(
-                command, env={**self.env, "RETRIEVER_DATA_DIR": str(root / "data")}, cwd=root,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        node = Node(name, ip, root, process)
+    def _start(self, name: str, ip: str, num_cpus: float, resources: dict[str, float], head: bool) -> RayNode:
+        node = RayNode(self, name, ip, num_cpus, resources, head)
         self.nodes.append(node)
-        return node
+        return node.start()
 
-    def start_head(self, num_cpus: float, resources: dict[str, float]) -> Node:
-        return self._start(
-            "head",
-            HEAD_IP,
-            num_cpus,
-            resources,
-            [
-                "--head", "--port", str(self.gcs_port), "--ray-client-server-port", str(free_port()),
-                "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.dashboard_port),
-            ],
-        )  # fmt: skip
+    def start_head(self, num_cpus: float, resources: dict[str, float]) -> RayNode:
+        return self._start("head", HEAD_IP, num_cpus, resources, head=True)
 
-    def add_worker(self, name: str, num_cpus: float, resources: dict[str, float]) -> Node:
-        return self._start(name, f"127.0.0.{2 + len(self.nodes)}", num_cpus, resources, ["--address", self.address])
+    def add_worker(self, name: str, num_cpus: float, resources: dict[str, float]) -> RayNode:
+        return self._start(name, f"127.0.0.{2 + len(self.nodes)}", num_cpus, resources, head=False)
 
     @property
     def running(self) -> bool:
-        return any(node.process.poll() is None for node in self.nodes)
+        return any(node.running for node in self.nodes)
 
     def get(self, path: str, timeout_s: float = 10) -> httpx.Response:
         """A dashboard REST call (the State and Serve APIs), with the cluster's token."""
-        return httpx.get(self.dashboard_url + path, headers={"Authorization": f"Bearer {self.token}"}, timeout=timeout_s)
+        return httpx.get(
+            self.dashboard_url + path, headers={"Authorization": f"Bearer {self.token}"}, timeout=timeout_s
+        )
 
     def alive_nodes(self) -> list[dict]:
         listing = self.get("/api/v0/nodes?limit=100&detail=true").json()
@@ -131,8 +140,10 @@ class RayCluster:
         deadline = time.monotonic() + timeout_s
         while True:
             for node in self.nodes:
-                if node.process.poll() is not None:
-                    raise RuntimeError(f"ray start for {node.name} exited with {node.process.returncode}:\n{node.log()[-3000:]}")
+                if not node.running:
+                    raise RuntimeError(
+                        f"ray start for {node.node_name} exited with {node.process.returncode}:\n{node.log()[-3000:]}"
+                    )
             try:
                 alive = self.alive_nodes()
                 if len(alive) >= count:
@@ -150,7 +161,7 @@ class RayCluster:
 
     def _note_pids(self) -> None:
         for node in self.nodes:
-            if node.process.poll() is None:
+            if node.running:
                 node.pids = sorted(set(node.pids) | set(tree_pids(node.process.pid)))
 
     def stop(self) -> list[int]:
@@ -158,13 +169,7 @@ class RayCluster:
         still alive after 60 s; the PIDs still alive after that (none, unless something is wrong)."""
         self._note_pids()
         for node in reversed(self.nodes):
-            if node.process.poll() is None:
-                node.process.send_signal(signal.SIGTERM)
-                try:
-                    node.process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    node.process.kill()
-                    node.process.wait()
+            node.stop()
         for node in self.nodes:
             for pid in node.pids:
                 _kill_if_still_ours(pid, node.root)
@@ -174,7 +179,12 @@ class RayCluster:
     def save_logs(self, dest: Path) -> None:
         """Every node's Ray and Serve logs (replicas' included) and its `ray start` output, to `dest`."""
         for node in self.nodes:
-            shutil.copytree(node.root, dest / node.name, ignore=shutil.ignore_patterns("sockets", "data", "*.sock"), dirs_exist_ok=True)
+            shutil.copytree(
+                node.root,
+                dest / node.node_name,
+                ignore=shutil.ignore_patterns("sockets", "data", "*.sock"),
+                dirs_exist_ok=True,
+            )
 
     def __enter__(self) -> RayCluster:
         return self

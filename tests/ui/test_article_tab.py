@@ -34,16 +34,20 @@ def test_paste_apollo_article_and_read_its_summary(ui: Page, screenshots_dir):
     ui.screenshot(path=screenshots_dir / "article-summary.png", full_page=True)
 
 
-def test_example_fills_the_article(ui: Page):
+def test_an_example_article_is_summarized(ui: Page):
     ui.get_by_text("Apollo 11 lands").click()
     expect(ui.locator("#article textarea")).to_have_value(APOLLO_11, timeout=TIMEOUT_MS)
+    ui.get_by_role("button", name="Summarize").click()
+    expect(ui.locator("#summary-info")).to_contain_text("extractive/all-MiniLM-L6-v2", timeout=TIMEOUT_MS)
+    summary = summary_box(ui).input_value()
+    assert summary.startswith("HOUSTON -- Men have landed and walked on the moon.")
+    picked = [s for s in split_sentences(APOLLO_11) if s in summary]
+    assert summary == " ".join(picked)  # whole sentences of the article, in its order
 
 
 def test_empty_article_shows_an_error_not_a_spinner(ui: Page, screenshots_dir):
     ui.get_by_role("button", name="Summarize").click()
-    expect(ui.locator("#summary-info")).to_contain_text(
-        "Cannot summarize: The article is empty", timeout=TIMEOUT_MS
-    )
+    expect(ui.locator("#summary-info")).to_contain_text("Cannot summarize: The article is empty", timeout=TIMEOUT_MS)
     ui.screenshot(path=screenshots_dir / "article-empty-error.png")
     assert summary_box(ui).input_value() == ""
 

@@ -1,8 +1,11 @@
 """The Dog photo tab in Debian's Chromium: upload a photo, see breeds and similar photos."""
 
-import pytest
-from playwright.sync_api import Page, expect
+import re
 
+import pytest
+from playwright.sync_api import Locator, Page, expect
+
+from backend.models.vision import dog_breeds
 from tests.conftest import PHOTOS
 
 pytestmark = pytest.mark.serve
@@ -23,40 +26,76 @@ def upload(page: Page, name: str) -> None:
     expect(page.locator("#photo img")).to_be_visible(timeout=TIMEOUT_MS)
 
 
+def similar_photos(page: Page) -> list[tuple[int, str]]:
+    """The similar photos the page shows: (natural width of the loaded image, its caption) each. Waits
+    until every image has loaded (or failed: then its width is 0)."""
+    gallery: Locator = page.locator("#similar")
+    expect(gallery.locator("img").first).to_be_visible(timeout=TIMEOUT_MS)
+    for image in gallery.locator("img").all():  # thumbnails load lazily: bring each into view
+        image.scroll_into_view_if_needed()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#similar img')].every(img => img.complete)", timeout=TIMEOUT_MS
+    )
+    images = gallery.locator("img").evaluate_all("imgs => imgs.map(img => img.naturalWidth)")
+    captions = gallery.locator(".caption-label").all_inner_texts()
+    return list(zip(images, captions, strict=True))
+
+
 def test_upload_dog_photo_and_see_breeds_and_similar_photos(tab: Page, screenshots_dir):
     upload(tab, "dog")
     tab.locator("#find").click()
-    expect(tab.locator("#photo-verdict")).to_contain_text("A dog", timeout=TIMEOUT_MS)
-    expect(tab.locator("#photo-verdict")).to_contain_text("malamute")
-    expect(tab.locator("#photo-verdict")).to_contain_text("Answered by dog-breeds/1")  # the registry's version
+    verdict = tab.locator("#photo-verdict")
+    expect(verdict).to_contain_text("A dog", timeout=TIMEOUT_MS)
+    expect(verdict).to_contain_text("malamute")
+    expect(verdict).to_contain_text(re.compile(r"Answered by dog-breeds/\d+"))  # a registered version
     expect(tab.locator("#breeds")).to_contain_text("malamute")
-    thumbnails = tab.locator("#similar img")
-    expect(thumbnails.first).to_be_visible(timeout=TIMEOUT_MS)
-    assert thumbnails.count() >= 2
-    expect(tab.locator("#similar")).to_contain_text("similarity")
+    shown = similar_photos(tab)
+    assert len(shown) == 6  # the slider's default
+    assert all(width > 0 for width, _ in shown), shown  # every thumbnail really loaded
+    # The gallery's two dogs (labelled with their predicted breed) come before anything else.
+    first_two = [caption.split(" · ")[0] for _, caption in shown[:2]]
+    assert all(label in dog_breeds() for label in first_two), shown
+    assert all(re.fullmatch(r".+ · similarity -?\d\.\d\d", caption) for _, caption in shown), shown
     tab.screenshot(path=screenshots_dir / "dog-photo.png", full_page=True)
+
+
+def test_an_image_url_gives_a_breed(tab: Page, image_server):
+    """A working URL: the test's loopback image server, which is on the app's allowlist."""
+    tab.locator("#photo-url textarea, #photo-url input").first.fill(f"{image_server.url}/photos/dog-on-porch.jpg")
+    tab.locator("#find").click()
+    expect(tab.locator("#photo-verdict")).to_contain_text("A dog", timeout=TIMEOUT_MS)
+    expect(tab.locator("#breeds")).to_contain_text("malamute")
 
 
 def test_cat_photo_is_not_a_dog(tab: Page, screenshots_dir):
     upload(tab, "cat")
     tab.locator("#find").click()
     expect(tab.locator("#photo-verdict")).to_contain_text("Not a dog", timeout=TIMEOUT_MS)
-    expect(tab.locator("#photo-verdict")).to_contain_text("tiger cat")
+    expect(tab.locator("#photo-verdict")).to_contain_text("Egyptian cat")
+    expect(tab.locator("#breeds")).to_be_hidden()
+    assert all(width > 0 for width, _ in similar_photos(tab))
     tab.screenshot(path=screenshots_dir / "cat-photo.png", full_page=True)
 
 
-def test_add_a_photo_to_the_gallery(tab: Page):
+def test_a_photo_added_through_the_ui_is_found_by_the_next_find(tab: Page):
     upload(tab, "dog2")
     tab.get_by_text("Add this photo to the gallery").click()
     tab.locator("#add-label textarea, #add-label input").first.fill("Siberian husky")
     tab.locator("#add").click()
-    expect(tab.locator("#photo-verdict")).to_contain_text("Added to the gallery as photo #", timeout=TIMEOUT_MS)
-    expect(tab.locator("#photo-verdict")).to_contain_text("Siberian husky (user)")
+    verdict = tab.locator("#photo-verdict")
+    expect(verdict).to_contain_text("Added to the gallery as photo #", timeout=TIMEOUT_MS)
+    expect(verdict).to_contain_text("Siberian husky (user)")
+    tab.locator("#find").click()  # the same photo: identity is the point here
+    expect(verdict).to_contain_text("A dog", timeout=TIMEOUT_MS)
+    width, caption = similar_photos(tab)[0]
+    assert width > 0 and caption == "Siberian husky · similarity 1.00"
 
 
 def test_find_without_a_photo_says_what_to_do(tab: Page):
     tab.locator("#find").click()
-    expect(tab.locator("#photo-verdict")).to_contain_text("Upload a photo or give an image URL first", timeout=TIMEOUT_MS)
+    expect(tab.locator("#photo-verdict")).to_contain_text(
+        "Upload a photo or give an image URL first", timeout=TIMEOUT_MS
+    )
 
 
 def test_blocked_url_shows_an_error(tab: Page):
@@ -111,7 +150,9 @@ def test_an_upload_over_the_size_cap_shows_the_limit(tab: Page, tmp_path, screen
     big = tmp_path / "huge.jpg"
     big.write_bytes(b"\xff\xd8\xff" + b"\0" * (10 * 2**20 + 1))  # 10 MiB + a few bytes: over max_image_bytes
     tab.locator("#photo input[type=file]").set_input_files(str(big))
-    # Gradio's max_file_size is the API's max_image_bytes (ui/app.py): refused before it is uploaded.
-    expect(tab.get_by_text('File(s) exceed the maximum allowed size of 10.0 Mb: "huge.jpg"')).to_be_visible(timeout=TIMEOUT_MS)
+    # Gradio's max_file_size is the API's max_image_bytes (ui/app.py, GradioUI): refused before it is uploaded.
+    expect(tab.get_by_text('File(s) exceed the maximum allowed size of 10.0 Mb: "huge.jpg"')).to_be_visible(
+        timeout=TIMEOUT_MS
+    )
     tab.wait_for_timeout(1000)  # the toast slides in
     tab.screenshot(path=screenshots_dir / "upload-over-the-cap.png")  # the toast is fixed to the viewport

@@ -2,27 +2,24 @@
 
 import asyncio
 import io
-from concurrent.futures import ThreadPoolExecutor
 import struct
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from shared.config import Limits
+from shared.errors import BlockedUrl, ImageTooLarge, InvalidImage, UnreachableUrl
 from shared.images import (
-    BlockedUrl,
-    ImageTooLarge,
     InputSpec,
-    InvalidImage,
-    UnreachableUrl,
     check_address,
     decode_image,
     fetch_image_bytes,
     to_model_input,
 )
-from tests.conftest import PHOTOS
+from tests.conftest import PHOTOS, SEED_PHOTOS
 from tests.image_server import ImageServer
 
 LIMITS = Limits()
@@ -36,7 +33,7 @@ def encode(image: Image.Image, fmt: str, **params) -> bytes:
 
 def test_real_jpeg_decodes_to_rgb():
     image = decode_image(PHOTOS["dog"].read_bytes(), LIMITS)
-    assert image.mode == "RGB" and image.size == (768, 576)
+    assert image.mode == "RGB" and image.size == (195, 330)
 
 
 def test_exif_orientation_is_applied():
@@ -94,11 +91,17 @@ def test_unusable_files_get_clear_errors(data, error, message):
 
 def png_header_only(width: int, height: int) -> bytes:
     """A tiny PNG that claims huge dimensions: a decompression bomb's header."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize(
@@ -131,8 +134,19 @@ def test_model_input_is_a_centre_crop_of_the_resized_short_side():
 
 @pytest.mark.parametrize(
     "address",
-    ["127.0.0.1", "::1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
-     "::ffff:127.0.0.1", "fd00::1", "224.0.0.1", "100.64.0.1"],
+    [
+        "127.0.0.1",
+        "::1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "0.0.0.0",
+        "::ffff:127.0.0.1",
+        "fd00::1",
+        "224.0.0.1",
+        "100.64.0.1",
+    ],
 )
 def test_non_public_addresses_are_blocked(address):
     with pytest.raises(BlockedUrl):
@@ -165,8 +179,8 @@ def allow(server: ImageServer, **limits) -> dict:
 
 
 def test_fetches_an_allowlisted_photo_and_follows_a_safe_redirect(server):
-    assert fetch(f"{server.url}/photos/dog-on-porch.jpg", **allow(server)) == PHOTOS["dog"].read_bytes()
-    assert fetch(f"{server.url}/redirect-to-photo", **allow(server)) == PHOTOS["dog"].read_bytes()
+    assert fetch(f"{server.url}/photos/dog-on-porch.jpg", **allow(server)) == SEED_PHOTOS["dog"].read_bytes()
+    assert fetch(f"{server.url}/redirect-to-photo", **allow(server)) == SEED_PHOTOS["dog"].read_bytes()
 
 
 @pytest.mark.parametrize(

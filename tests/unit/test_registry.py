@@ -23,9 +23,9 @@ def registry(request, tmp_path_factory) -> Registry:
         registry = Registry(f"sqlite:///{tmp_path_factory.mktemp('registry') / 'mlflow.db'}")
     else:
         postgres = PostgresServer().start()
-        request.addfinalizer(lambda: postgres.__exit__())
+        request.addfinalizer(postgres.close)
         server = MlflowServer(postgres.new_database("mlflow")).start()
-        request.addfinalizer(lambda: server.__exit__())
+        request.addfinalizer(server.close)
         registry = Registry(server.url)
     assert registry.ensure_packaged() == (1, True)
     return registry
@@ -47,7 +47,9 @@ def test_the_packaged_model_is_registered_once_with_the_champion_alias(registry)
 def test_the_registered_model_answers_as_the_packaged_one(registry):
     served = registry.load(registry.resolve(DEFAULT_MODEL))
     packaged = BreedClassifier.packaged()
-    photos = [to_model_input(decode_image(PHOTOS[name].read_bytes(), Limits()), served.input_spec) for name in ("dog", "cat")]
+    photos = [
+        to_model_input(decode_image(PHOTOS[name].read_bytes(), Limits()), served.input_spec) for name in ("dog", "cat")
+    ]
     for loaded, reference in zip(served.analyse(photos), packaged.analyse(photos)):
         np.testing.assert_allclose(loaded.breed_probabilities, reference.breed_probabilities, atol=1e-5)
         np.testing.assert_allclose(loaded.embedding, reference.embedding, atol=1e-5)

@@ -1,0 +1,120 @@
+"""The UI's failure messages through the real app (the same paths tests/unit/test_ui_callbacks.py takes
+with stand-in handles): a busy summarizer, one that does not answer in time, and one whose replica dies
+mid-summary. An app of its own, made to fail: the Summarizer takes one request at a time with one
+waiting per caller, and the UI waits 2 s for a summary, far less than a long article takes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from bench.app import App
+from retriever.local import load_serve_config
+from tests.conftest import ROOT, guarded_config
+from tests.faults import own_app
+from tests.image_server import ImageServer
+from ui.examples import APOLLO_11
+
+# In the browser tests' group, as tests/faults/test_load_and_faults.py explains.
+pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("browser_name")]
+
+UI_SUMMARY_TIMEOUT_S = 2
+# About 90,000 characters (under the 100,000 limit): seconds of work for the extractive model on 2 cores.
+LONG_ARTICLE = "\n\n".join([APOLLO_11] * (90_000 // len(APOLLO_11)))
+BUSY = "⚠️ **Try again shortly:** The summarizer is busy (its queue is full); try again shortly."
+TIMED_OUT = f"⚠️ **Try again shortly:** The summarizer did not answer within {UI_SUMMARY_TIMEOUT_S} s; try again."
+DIED = "⚠️ **Try again shortly:** The summarizer stopped during the request and is restarting; try again shortly."
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory, image_server: ImageServer) -> Iterator[App]:
+    config = guarded_config(load_serve_config(ROOT / "serve_config.yaml"), image_server.port)
+    api, ui = config["applications"]
+    summarizer = next(d for d in api["deployments"] if d["name"] == "Summarizer")
+    summarizer.update(max_ongoing_requests=1, max_queued_requests=1)
+    ui["args"]["limits"] = {**ui["args"]["limits"], "summary_timeout_s": UI_SUMMARY_TIMEOUT_S}
+    with own_app(config, tmp_path_factory.mktemp("ui-messages")) as running:
+        yield running
+
+
+def ui_client(app: App):
+    from gradio_client import Client
+
+    return Client(app.url + "/ui/", verbose=False, download_files=False)
+
+
+def summarize_in_the_ui(app: App, article: str) -> tuple[str, str]:
+    """(summary, info line) as the UI's Summarize answers them, through Gradio's queue."""
+    return ui_client(app).predict(article, api_name="/summarize")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def wait_until_idle(pid: int, timeout_s: float = 60) -> float:
+    """Waits until the process has finished any leftover work (a summary whose caller gave up runs to its
+    end in the replica's thread); returns its CPU seconds then."""
+    deadline = time.monotonic() + timeout_s
+    before = cpu_seconds(pid)
+    while True:
+        time.sleep(0.5)
+        now = cpu_seconds(pid)
+        if now - before < 0.05:
+            return now
+        assert time.monotonic() < deadline, "the replica stayed busy"
+        before = now
+
+
+def wait_until_ready(app: App, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while httpx.get(app.url + "/api/v1/ready", timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, "the app did not become ready again"
+        time.sleep(0.5)
+
+
+def test_a_summary_past_the_time_limit_says_so_in_the_browser(app: App, page: Page, screenshots_dir: Path):
+    wait_until_ready(app)
+    page.goto(app.url + "/ui/")
+    page.locator("#article textarea").fill(LONG_ARTICLE)
+    page.get_by_role("button", name="Summarize").click()
+    info = page.locator("#summary-info")
+    expect(info).to_contain_text(f"did not answer within {UI_SUMMARY_TIMEOUT_S} s", timeout=60_000)
+    assert page.locator("#summary textarea").input_value() == ""
+    page.screenshot(path=screenshots_dir / "summary-timed-out.png", full_page=True)
+
+
+def test_summaries_past_the_summarizers_queue_are_told_it_is_busy(app: App):
+    wait_until_ready(app)
+    clients = [ui_client(app) for _ in range(6)]  # connected first, so that the summaries arrive together
+    jobs = [client.submit(LONG_ARTICLE, api_name="/summarize") for client in clients]
+    infos = [job.result(timeout=120)[1] for job in jobs]
+    # One runs and one waits; the rest are refused at once. None is left without a message.
+    assert infos.count(BUSY) >= 3, infos
+    assert set(infos) <= {BUSY, TIMED_OUT}, infos
+
+
+def test_a_summarizer_replica_that_dies_mid_summary_is_reported(app: App):
+    wait_until_ready(app)
+    (victim,) = app.replica_pids("Summarizer")
+    idle = wait_until_idle(victim)
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(summarize_in_the_ui, app, LONG_ARTICLE)
+        deadline = time.monotonic() + 30
+        while cpu_seconds(victim) < idle + 0.3:  # the replica is at work on the summary
+            assert time.monotonic() < deadline, "the summary never started on the replica"
+            time.sleep(0.02)
+        os.kill(victim, signal.SIGKILL)
+        summary, info = answer.result(timeout=120)
+    assert (summary, info) == ("", DIED)
+    wait_until_ready(app)  # Serve replaces the replica
+    assert summarize_in_the_ui(app, APOLLO_11)[0].startswith("HOUSTON")
