@@ -46,10 +46,3 @@ class BackendUnavailable(Exception):
 
 class BackendTimeout(BackendUnavailable):
     """A model deployment did not answer within the route's time."""
-
-
-def error_message(exc: BaseException) -> str:
-    """The message of an exception, also when Ray re-raised it from a replica: then str() is the
-    remote traceback and the original exception is its `cause`."""
-    cause = getattr(exc, "cause", None)
-    return str(cause if isinstance(cause, BaseException) else exc)

@@ -151,15 +151,20 @@ class Gallery:
             return
         try:
             for path, label in labelled_images(SEED_DIR):
-                image = await asyncio.to_thread(decode_image, path.read_bytes(), Limits())
-                analysis = await self.vision.analyse.remote(to_model_input(image, self.embedder.input_spec))
+                pixels, thumbnail = await asyncio.to_thread(self._seed_photo, path)
+                analysis = await self.vision.analyse.remote(pixels)
                 source = f"seed:{path.relative_to(SEED_DIR)}"
-                await asyncio.to_thread(self.add_analysed, analysis, thumbnail_jpeg(image), label, "folder", source)
+                await asyncio.to_thread(self.add_analysed, analysis, thumbnail, label, "folder", source)
         except Exception:
             logger.exception("seeding the gallery failed")
             self.store.release(marker)
         else:
             self.store.claim(f"{marker}:done")
+
+    def _seed_photo(self, path: Path) -> tuple[np.ndarray, bytes]:
+        """A packaged photo decoded once: the model's input and the gallery's thumbnail (in a thread)."""
+        image = decode_image(path.read_bytes(), Limits())
+        return to_model_input(image, self.embedder.input_spec), thumbnail_jpeg(image)
 
     async def _await_seeding(self, marker: str) -> None:
         """Another replica holds the claim to seed: not ready until it is done (a replica that said
