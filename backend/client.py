@@ -23,10 +23,19 @@ from typing import Any
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
+from backend import telemetry
 from backend.models.index import Match, StoredPhoto
 from backend.models.vision import ImageAnalysis
 from shared.config import Limits
-from shared.errors import BackendTimeout, BackendUnavailable, InvalidArticle, InvalidImage, PhotoNotFound
+from shared.errors import (
+    BackendTimeout,
+    BackendUnavailable,
+    ImageTooLarge,
+    InvalidArticle,
+    InvalidImage,
+    PhotoNotFound,
+    UrlRefused,
+)
 from shared.images import Embedder, InputSpec, decode_image, fetch_image_bytes, thumbnail_jpeg, to_model_input
 from shared.schemas import DeploymentStatus, Readiness, SummarizeOptions, SummaryResult, validate_article
 
@@ -46,19 +55,33 @@ def readable(deployment: str) -> str:
 
 
 def unavailable(exc: BaseException, deployment: str) -> BackendUnavailable:
-    """One of SERVE_UNAVAILABLE as a message for the user."""
+    """One of SERVE_UNAVAILABLE as a message for the user (and counted)."""
     name = readable(deployment)
     if isinstance(exc, BackPressureError):
-        return BackendUnavailable(f"{name} is busy (its queue is full); try again shortly.", exc.retry_after_s or 1)
-    if isinstance(exc, DeploymentUnavailableError):
-        return BackendUnavailable(f"{name} is not deployed right now; try again later.")
-    return BackendUnavailable(f"{name} stopped during the request and is restarting; try again shortly.")
+        refusal = BackendUnavailable(
+            f"{name} is busy (its queue is full); try again shortly.", exc.retry_after_s or 1, "queue_full"
+        )
+    elif isinstance(exc, DeploymentUnavailableError):
+        refusal = BackendUnavailable(f"{name} is not deployed right now; try again later.", reason="not_deployed")
+    else:
+        refusal = BackendUnavailable(
+            f"{name} stopped during the request and is restarting; try again shortly.", reason="replica_died"
+        )
+    return counted(refusal, deployment)
 
 
-def unwrapped(exc: BaseException) -> BaseException:
-    """A domain error a replica raised, rather than Ray's wrapper of it (whose str() is a traceback)."""
+def counted(refusal: BackendUnavailable, deployment: str) -> BackendUnavailable:
+    """A "try again" on its way to a user, counted in the rejections metric."""
+    telemetry.rejections().inc(tags={"deployment": deployment, "reason": refusal.reason})
+    return refusal
+
+
+def unwrapped(exc: BaseException, deployment: str) -> BaseException:
+    """A domain error a replica raised, rather than Ray's wrapper of it (whose str() is a traceback);
+    a refusal (the gallery's database down) is counted."""
     cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, DOMAIN_ERRORS) else exc
+    error = cause if isinstance(cause, DOMAIN_ERRORS) else exc
+    return counted(error, deployment) if isinstance(error, BackendUnavailable) else error
 
 
 async def call(method: Any, *args: Any, retry: bool = True) -> Any:
@@ -75,7 +98,7 @@ async def call(method: Any, *args: Any, retry: bool = True) -> Any:
         except SERVE_UNAVAILABLE as exc:
             raise unavailable(exc, deployment) from exc
         except DOMAIN_ERRORS as exc:
-            raise unwrapped(exc) from None
+            raise unwrapped(exc, deployment) from None
 
 
 @asynccontextmanager
@@ -85,7 +108,8 @@ async def time_limit(seconds: float, deployment: str) -> AsyncIterator[None]:
         async with asyncio.timeout(seconds):
             yield
     except TimeoutError:
-        raise BackendTimeout(f"{readable(deployment)} did not answer within {seconds:.0f} s; try again.") from None
+        message = f"{readable(deployment)} did not answer within {seconds:.0f} s; try again."
+        raise counted(BackendTimeout(message), deployment) from None
 
 
 @dataclass(frozen=True)
@@ -135,12 +159,12 @@ class ModelClient:
             except StopAsyncIteration:
                 return
             except TimeoutError:
-                seconds = self.limits.summary_timeout_s
-                raise BackendTimeout(f"The summarizer did not answer within {seconds:.0f} s; try again.") from None
+                message = f"The summarizer did not answer within {self.limits.summary_timeout_s:.0f} s; try again."
+                raise counted(BackendTimeout(message), "Summarizer") from None
             except SERVE_UNAVAILABLE as exc:
                 raise unavailable(exc, "Summarizer") from exc
             except DOMAIN_ERRORS as exc:
-                raise unwrapped(exc) from None
+                raise unwrapped(exc, "Summarizer") from None
             yield piece
 
     async def summarizer_model(self) -> str:
@@ -149,8 +173,16 @@ class ModelClient:
     # ----------------------------------------------------------------------------- photos
 
     async def fetch(self, url: str) -> bytes:
-        """An image URL's bytes, through the SSRF-safe fetcher."""
-        return await fetch_image_bytes(url, self.limits)
+        """An image URL's bytes, through the SSRF-safe fetcher (refusals counted by reason)."""
+        try:
+            return await fetch_image_bytes(url, self.limits)
+        except InvalidImage as exc:
+            if isinstance(exc, UrlRefused):
+                reason = exc.reason
+            else:  # it answered, but not with a usable image
+                reason = "too_large" if isinstance(exc, ImageTooLarge) else "not_an_image"
+            telemetry.urls_refused().inc(tags={"reason": reason})
+            raise
 
     async def find(self, data: bytes, k: int = 4, n: int | None = None, thumbnails: bool = False) -> PhotoAnswer:
         """Breeds, dog score and the most similar gallery photos (searched among the top `k` breeds),

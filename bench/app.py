@@ -14,6 +14,7 @@ import httpx
 import yaml
 
 from bench.stats import pss_mib, tree_pids
+from retriever.local import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RETRIEVER = ROOT / ".venv" / "bin" / "retriever"
@@ -53,6 +54,8 @@ class App:
     ):
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        # Never the fixed defaults: another app (a user's, another test's) may hold them.
+        self.metrics_port, self.dashboard_port = free_port(), free_port()
         self.data_dir = data_dir
         self.config_path = workdir / f"serve_config.{port}.yaml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -64,7 +67,10 @@ class App:
         started = time.perf_counter()
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [str(RETRIEVER), "up", "--config", str(self.config_path), "--port", str(self.port)],
+                [
+                    *(str(RETRIEVER), "up", "--config", str(self.config_path), "--port", str(self.port)),
+                    *("--metrics-port", str(self.metrics_port), "--dashboard-port", str(self.dashboard_port)),
+                ],
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,

@@ -89,7 +89,7 @@ def main() -> None:
         env = {**os.environ, "RETRIEVER_DATA_DIR": str(Path(scratch) / "data")}
         folder = build_labelled_folder(Path(scratch) / "photos")
         app = subprocess.Popen(
-            [str(RETRIEVER), "up", "--port", str(args.port)],
+            [str(RETRIEVER), "up", "--port", str(args.port), "--metrics-port", "0", "--dashboard-port", "0"],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,

@@ -14,7 +14,16 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from retriever.local import apply_local_env, driver_handle, load_serve_config, start_local_serve
+from retriever.local import (
+    DASHBOARD_PORT,
+    METRICS_PORT,
+    apply_local_env,
+    driver_handle,
+    free_port,
+    load_serve_config,
+    port_in_use,
+    start_local_serve,
+)
 
 apply_local_env()  # before anything imports ray
 
@@ -54,6 +63,14 @@ def up(
         envvar="RETRIEVER_LOGIN",
         help="Login the UI asks for (locally and through the link).",
     ),
+    metrics_port: int = typer.Option(
+        METRICS_PORT,
+        envvar="RETRIEVER_METRICS_PORT",
+        help="Prometheus metrics on 127.0.0.1:PORT/metrics (0: any free port).",
+    ),
+    dashboard_port: int = typer.Option(
+        DASHBOARD_PORT, envvar="RETRIEVER_DASHBOARD_PORT", help="Ray's dashboard on 127.0.0.1:PORT (0: any free port)."
+    ),
 ) -> None:
     """Start a private Ray cluster on this machine, deploy the UI and API, and serve until Ctrl-C."""
     started = time.monotonic()
@@ -73,6 +90,11 @@ def up(
     except ValueError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
+    metrics_port, dashboard_port = metrics_port or free_port(), dashboard_port or free_port()
+    for option, value in (("--metrics-port", metrics_port), ("--dashboard-port", dashboard_port)):
+        if port_in_use(value):
+            console.print(f"[red]Port {value} is in use on 127.0.0.1[/]: choose another with {option} PORT.")
+            raise typer.Exit(2)
     # In a process of its own: MLflow and torch, imported here, would hold ~200 MB for as long as the app runs.
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as apart:
         apart.submit(_bootstrap_registry, serve_config).result()
@@ -80,6 +102,8 @@ def up(
         running = start_local_serve(
             serve_config,
             http_port=port,
+            metrics_port=metrics_port,
+            dashboard_port=dashboard_port,
             on_status=lambda states: status.update(
                 "Deploying: " + ", ".join(f"{name} {state}" for name, state in states.items())
             ),
@@ -88,6 +112,8 @@ def up(
     console.print(f"  UI        {running.url}/ui/")
     console.print(f"  API docs  {running.url}/docs")
     console.print(f"  Readiness {running.url}/api/v1/ready")
+    console.print(f"  Metrics   {running.metrics_url}  (Prometheus: docs/operations.md)")
+    console.print(f"  Ray       {running.dashboard_url}  (the Ray dashboard: replicas, logs, Serve's metrics)")
     console.print(f"  Tutorial  curl '{running.url}/Summarizer?txt=Paste+an+article+here.+It+has+sentences.'")
     _print_share_link(serve_config)
     console.print("Press Ctrl-C to stop.")

@@ -39,7 +39,16 @@ LOCAL_ENV = {
     # ui applications share one port through the proxy.
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+    # ...but each log line written when it happens (the optimized path holds 1,000 in memory): a user's
+    # request id is in the logs at once, and a replica that dies takes none of its last lines with it.
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
+    # A client's X-Request-ID that is not sane is replaced by the proxy (backend/api/request_ids.py).
+    "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "backend.api.request_ids:proxy_middlewares",
 }
+
+# Where `retriever up` serves Prometheus metrics and the Ray dashboard (both on 127.0.0.1).
+METRICS_PORT = 8080
+DASHBOARD_PORT = 8265
 
 
 def apply_local_env() -> None:
@@ -59,10 +68,26 @@ class LocalServe:
     host: str
     port: int
     temp_dir: Path
+    metrics_port: int | None = None
+    dashboard_port: int | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics" if self.metrics_port else None
+
+    @property
+    def dashboard_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.dashboard_port}" if self.dashboard_port else None
+
+    @property
+    def prometheus_targets(self) -> Path:
+        """Ray's Prometheus service-discovery file (written by the dashboard): every metrics endpoint of
+        the cluster, for Prometheus' file_sd_configs."""
+        return self.temp_dir / "prom_metrics_service_discovery.json"
 
     def deploy(self, config: dict[str, Any], timeout_s: float = 300) -> None:
         """Apply a changed config to the running cluster, as `serve deploy` does: what changed in a
@@ -94,21 +119,41 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_private_ray(num_cpus: int | None = None, *, state_api: bool = False, **init_options: Any) -> Path:
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def start_private_ray(
+    num_cpus: int | None = None,
+    *,
+    state_api: bool = False,
+    metrics_port: int | None = None,
+    dashboard_port: int | None = None,
+    **init_options: Any,
+) -> Path:
     """ray.init a new single-machine cluster of our own (never one already running) on 127.0.0.1, in
     its own temp dir; returns the dir, to remove after ray.shutdown().
 
     `state_api`: also start the dashboard, which serves Ray's State API (Ray Train watches its controller
     through it), and tell every process of this cluster where it is: left to find it alone, a process
-    fails when another Ray cluster runs on the machine (a `retriever up` beside a `retriever train`)."""
+    fails when another Ray cluster runs on the machine (a `retriever up` beside a `retriever train`).
+    `metrics_port`: where this node serves Prometheus metrics (None: a random port); `dashboard_port`:
+    start Ray's dashboard there (it also writes the Prometheus service-discovery file)."""
     apply_local_env()
     import ray
 
     # Short path: Ray's socket paths must stay under the OS limit.
     temp_dir = Path(tempfile.mkdtemp(prefix="retriever-ray-", dir="/tmp"))
     options = {"include_dashboard": False, "logging_level": "WARNING", **init_options}
-    if state_api:
-        port = free_port()
+    if metrics_port is not None:
+        options["_metrics_export_port"] = metrics_port
+    if state_api or dashboard_port is not None:
+        port = dashboard_port or free_port()
         os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"  # inherited by the cluster's processes
         options.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port)
     ray.init(address="local", num_cpus=num_cpus, _temp_dir=str(temp_dir), **options)
@@ -119,12 +164,14 @@ def start_local_serve(
     config: str | Path | dict[str, Any] = "serve_config.yaml",
     *,
     http_port: int | None = None,
+    metrics_port: int | None = None,
+    dashboard_port: int | None = None,
     num_cpus: int | None = None,
     timeout_s: float = 900,
     on_status: Callable[[dict[str, str]], None] | None = None,
 ) -> LocalServe:
     """Start Ray on this machine, deploy every application of the config (a file, or its loaded and
-    edited dict), and wait until all run."""
+    edited dict), and wait until all run. `metrics_port`, `dashboard_port`: as start_private_ray."""
     apply_local_env()
     from ray.serve._private import api as serve_private_api
     from ray.serve.config import gRPCOptions
@@ -135,8 +182,10 @@ def start_local_serve(
     if http_port is not None:
         config = {**config, "http_options": {**config.get("http_options", {}), "port": http_port}}
     config = ServeDeploySchema.model_validate(config)
-    temp_dir = start_private_ray(num_cpus=num_cpus, namespace="serve")
-    running = LocalServe(config.http_options.host, config.http_options.port, temp_dir)
+    temp_dir = start_private_ray(
+        num_cpus=num_cpus, metrics_port=metrics_port, dashboard_port=dashboard_port, namespace="serve"
+    )
+    running = LocalServe(config.http_options.host, config.http_options.port, temp_dir, metrics_port, dashboard_port)
     try:
         client = serve_private_api.serve_start(
             http_options=config.http_options.model_dump(),

@@ -23,11 +23,22 @@ class ImageTooLarge(InvalidImage):
     """A file or a decoded image over the configured limits."""
 
 
-class BlockedUrl(InvalidImage):
+class UrlRefused(InvalidImage):
+    """An image URL that was not fetched or could not be; `reason`: a short name for counting them."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def __reduce__(self):  # across processes with its reason
+        return type(self), (str(self), self.reason)
+
+
+class BlockedUrl(UrlRefused):
     """An image URL that is refused: not http(s), a non-public address, or too many redirects."""
 
 
-class UnreachableUrl(InvalidImage):
+class UnreachableUrl(UrlRefused):
     """An image URL that was tried and failed: no answer, a host that does not resolve, an error status."""
 
 
@@ -37,12 +48,20 @@ class PhotoNotFound(LookupError):
 
 class BackendUnavailable(Exception):
     """A model deployment could not take or finish the call now (busy, restarting, its database down, or
-    no answer in time); trying again later may work. `retry_after_s`: when."""
+    no answer in time); trying again later may work. `retry_after_s`: when; `reason`: a short name for
+    counting them (queue_full, not_deployed, replica_died, timeout, database_down)."""
 
-    def __init__(self, message: str, retry_after_s: float = DEFAULT_RETRY_AFTER_S) -> None:
+    def __init__(self, message: str, retry_after_s: float = DEFAULT_RETRY_AFTER_S, reason: str = "unavailable") -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.reason = reason
+
+    def __reduce__(self):  # a replica's refusal reaches the caller whole
+        return type(self), (str(self), self.retry_after_s, self.reason)
 
 
 class BackendTimeout(BackendUnavailable):
     """A model deployment did not answer within the route's time."""
+
+    def __init__(self, message: str, retry_after_s: float = DEFAULT_RETRY_AFTER_S, reason: str = "timeout") -> None:
+        super().__init__(message, retry_after_s, reason)

@@ -135,14 +135,14 @@ def check_address(ip_text: str, port: int, limits: Limits) -> None:
         return
     if _allowlisted(ip, port, limits):
         return
-    raise BlockedUrl(f"The URL points to a non-public address ({ip}); it is not fetched.")
+    raise BlockedUrl(f"The URL points to a non-public address ({ip}); it is not fetched.", "private_address")
 
 
 async def _resolve(host: str, port: int) -> list[str]:
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise UnreachableUrl(f"The URL's host {host!r} does not resolve.") from exc
+        raise UnreachableUrl(f"The URL's host {host!r} does not resolve.", "unresolvable") from exc
     return list(dict.fromkeys(info[4][0] for info in infos))
 
 
@@ -155,9 +155,9 @@ async def fetch_image_bytes(url: str, limits: Limits) -> bytes:
         for _ in range(limits.url_max_redirects + 1):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https"):
-                raise BlockedUrl(f"Only http and https URLs are fetched, not {parts.scheme or 'this'}: URLs.")
+                raise BlockedUrl(f"Only http and https URLs are fetched, not {parts.scheme or 'this'}: URLs.", "scheme")
             if not parts.hostname:
-                raise BlockedUrl("The URL has no host.")
+                raise BlockedUrl("The URL has no host.", "no_host")
             port = parts.port or (443 if parts.scheme == "https" else 80)
             addresses = await _resolve(parts.hostname, port)
             for address in addresses:  # every answer must pass, not just the first
@@ -181,15 +181,16 @@ async def fetch_image_bytes(url: str, limits: Limits) -> bytes:
                     finally:
                         await response.aclose()
             except TimeoutError as exc:
-                raise UnreachableUrl(f"The URL did not answer within {limits.url_timeout_s:.0f} s.") from exc
+                raise UnreachableUrl(f"The URL did not answer within {limits.url_timeout_s:.0f} s.", "timeout") from exc
             except httpx.HTTPError as exc:
-                raise UnreachableUrl(f"The URL could not be fetched ({type(exc).__name__}).") from exc
-    raise BlockedUrl(f"The URL redirects more than {limits.url_max_redirects} times.")
+                message = f"The URL could not be fetched ({type(exc).__name__})."
+                raise UnreachableUrl(message, "connection_failed") from exc
+    raise BlockedUrl(f"The URL redirects more than {limits.url_max_redirects} times.", "redirects")
 
 
 async def _read_image_body(response: httpx.Response, limits: Limits) -> bytes:
     if response.status_code != 200:
-        raise UnreachableUrl(f"The URL answered HTTP {response.status_code}.")
+        raise UnreachableUrl(f"The URL answered HTTP {response.status_code}.", "http_error")
     content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if not content_type.startswith("image/"):
         raise InvalidImage(f"The URL is not an image (content type {content_type or 'missing'}).")

@@ -54,3 +54,5 @@ class DeploymentStatus(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     deployments: dict[str, DeploymentStatus]
+    # Where Prometheus scrapes this node (Ray's metrics agent: the app's, Ray's and Serve's metrics).
+    metrics_url: str | None = None

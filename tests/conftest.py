@@ -16,6 +16,7 @@ apply_local_env()  # before ray, gradio or transformers are imported anywhere
 from tests import netguard  # noqa: E402
 from tests.image_server import ImageServer  # noqa: E402
 from tests.photos import PHOTOS, SEED, SEED_PHOTOS  # noqa: E402, F401  (imported from here by the tests)
+from tests.prometheus_server import PrometheusServer  # noqa: E402
 
 netguard.install()
 
@@ -61,7 +62,10 @@ def serve_deployment(image_server: ImageServer, gallery_database: str) -> Iterat
     api = next(app for app in config["applications"] if app["name"] == "api")
     api["args"]["gallery"] = {**api["args"]["gallery"], "database_url": gallery_database}
     config = with_vision_config(config, follow_alias_s=1.0)
-    running = start_local_serve(config, http_port=free_port())
+    # As `retriever up`: metrics and the dashboard (which writes Prometheus' service-discovery file), on
+    # free ports; each process reports its metrics every second, not every ten, for the metrics tests.
+    os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
+    running = start_local_serve(config, http_port=free_port(), metrics_port=free_port(), dashboard_port=free_port())
     try:
         yield running, config
     finally:
@@ -91,6 +95,14 @@ def with_vision_config(config: dict, **changes: object) -> dict:
     vision = next(d for d in api["deployments"] if d["name"] == "Vision")
     vision["user_config"] = {**vision["user_config"], **changes}
     return config
+
+
+@pytest.fixture(scope="session")
+def prometheus(serve_deployment: tuple[LocalServe, dict]) -> Iterator[PrometheusServer]:
+    """A Prometheus server scraping the session's app through Ray's service-discovery file."""
+    with PrometheusServer(serve_deployment[0].prometheus_targets) as server:
+        server.wait_for_targets()
+        yield server
 
 
 @pytest.fixture(scope="session")

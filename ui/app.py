@@ -15,6 +15,7 @@ import gradio as gr
 from fastapi import FastAPI
 from ray import serve
 
+from backend import telemetry
 from backend.client import ModelClient
 from shared.config import Limits
 from ui.blocks import CSS, build_blocks
@@ -66,9 +67,10 @@ class GradioUI:
         # The link is this replica's: it opens with it and closes with it (frpc also dies if the
         # replica's process is killed).
         self.share: ShareLink | None = None
+        telemetry.hold(telemetry.share_link_up(), 0)
         if share.enabled:
             port, route_prefix = serve_proxy_route()
-            self.share = ShareLink(share, local_port=port, path=route_prefix).start()
+            self.share = ShareLink(share, port, route_prefix, on_status=record_share_status).start()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         blocks = build_blocks(self.callbacks, ARTICLES, self.share_line if self.share else None)
@@ -106,6 +108,10 @@ class GradioUI:
             self.share.close()
         if getattr(self, "thumbnail_dir", None) is not None:
             shutil.rmtree(self.thumbnail_dir, ignore_errors=True)
+
+
+def record_share_status(status: ShareStatus) -> None:
+    telemetry.hold(telemetry.share_link_up(), 1 if status.state == "ready" else 0)
 
 
 def serve_proxy_route() -> tuple[int, str]:

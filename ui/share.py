@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -169,9 +170,16 @@ class ShareLink:
     """
 
     def __init__(
-        self, settings: ShareSettings, local_port: int, path: str = "/", local_host: str = "127.0.0.1"
+        self,
+        settings: ShareSettings,
+        local_port: int,
+        path: str = "/",
+        local_host: str = "127.0.0.1",
+        on_status: Callable[[ShareStatus], None] | None = None,
     ) -> None:
+        """`on_status`: called (in the link's thread) with every new status."""
         self.settings = settings
+        self.on_status = on_status
         self.local_host = local_host
         self.local_port = local_port
         self.path = "/" + path.strip("/") + "/" if path.strip("/") else "/"
@@ -236,12 +244,17 @@ class ShareLink:
             logger.debug("frpc: %s", line.rstrip())
         code = self._process.wait()
         if not self._closing.is_set():
-            self._status = ShareStatus("failed", message=f"the tunnel closed (frpc exited with code {code}).")
+            self._set(ShareStatus("failed", message=f"the tunnel closed (frpc exited with code {code})."))
             logger.warning("Share link closed: frpc exited with code %s", code)
 
     def _settle(self, status: ShareStatus) -> None:
-        self._status = status
+        self._set(status)
         self._settled.set()
+
+    def _set(self, status: ShareStatus) -> None:
+        self._status = status
+        if self.on_status is not None:
+            self.on_status(status)
 
     def _share_server(self, deadline: float) -> tuple[str, int, Path | None]:
         """(host, port, CA certificate to trust) of the share server to use."""

@@ -1,4 +1,5 @@
-"""The API's one mapping from errors to HTTP answers: every error body is {"detail": "<sentence>"}.
+"""The API's one mapping from errors to HTTP answers: every error body is
+{"detail": "<sentence>", "request_id": "<the X-Request-ID>"}, so that a user's report can be found in the logs.
 
 Routes raise domain errors (shared/errors.py) or let them pass; `install` registers one handler per row
 of HTTP_STATUS, and the OpenAPI `ERRORS` table is made from the same rows. Anything else is logged once
@@ -11,11 +12,11 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from backend.api.request_ids import request_id
 from backend.api.schemas import ErrorResponse
 from shared.errors import (
     ArticleTooLong,
@@ -60,6 +61,11 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 ERRORS = responses(400, 413, 422, 503)
 
 
+def error_answer(request: Request, status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = ErrorResponse(detail=detail, request_id=request_id(request.headers))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
 def status_of(exc: Exception) -> int:
     return next(status for error, status in HTTP_STATUS if isinstance(exc, error))
 
@@ -68,12 +74,12 @@ async def domain_error(request: Request, exc: Exception) -> JSONResponse:
     headers = None
     if isinstance(exc, BackendUnavailable):
         headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}  # whole seconds, at least 1
-    return JSONResponse({"detail": str(exc)}, status_code=status_of(exc), headers=headers)
+    return error_answer(request, status_of(exc), str(exc), headers)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return JSONResponse({"detail": "Internal error; it has been logged."}, status_code=500)
+    return error_answer(request, 500, "Internal error; it has been logged with this request_id.")
 
 
 async def readable_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -86,15 +92,17 @@ async def readable_validation_error(request: Request, exc: RequestValidationErro
             continue
         where = ".".join(str(part) for part in error["loc"][1:]) or error["loc"][0]
         problems.append(f"{where}: {error['msg']}")
-    return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
+    return error_answer(request, 422, "; ".join(problems))
 
 
 async def readable_http_error(request: Request, exc: StarletteHTTPException) -> Response:
     """FastAPI answers a body it cannot decode with "There was an error parsing the body": say why."""
     if isinstance(exc.__cause__, UnicodeDecodeError):
         detail = f"body: not UTF-8 text (byte {exc.__cause__.start} cannot be decoded)"
-        return JSONResponse({"detail": detail}, status_code=400)
-    return await http_exception_handler(request, exc)
+        return error_answer(request, 400, detail)
+    if exc.status_code in (204, 304):  # no body allowed
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return error_answer(request, exc.status_code, str(exc.detail), exc.headers)
 
 
 def install(app: FastAPI) -> None:

@@ -6,8 +6,10 @@ to HTTP answers in one place (backend/api/errors.py). No model code runs here.
 
 # No `from __future__ import annotations` here: Serve ships this class to replicas by value, and
 # FastAPI must evaluate the route annotations (SummarizeRequest, ...) from the function objects.
+import logging
 import time
 
+import ray
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from ray import serve
@@ -15,6 +17,7 @@ from ray.serve.handle import DeploymentHandle
 
 from backend.api import errors
 from backend.api.errors import ERRORS
+from backend.api.request_ids import request_id
 from backend.api.schemas import (
     GalleryItem,
     PhotoMatch,
@@ -39,6 +42,35 @@ api = FastAPI(
     ),
 )
 errors.install(api)
+logger = logging.getLogger("ray.serve")
+
+
+@api.middleware("http")
+async def log_request(request: Request, call_next):
+    """One structured line per request (Serve's own access line is off for this deployment): fields of
+    their own in JSON logs (serve_config.yaml's logging_config), the line's end in text logs."""
+    started = time.perf_counter()
+    response = await call_next(request)
+    route = request.scope.get("route")
+    fields = {
+        "route": route.path if route else request.url.path,  # the pattern: /api/v1/gallery/{photo_id}/image
+        "status": response.status_code,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        "model_version": getattr(request.state, "model", None),
+    }
+    line = " ".join(f"{key}={value}" for key, value in fields.items() if value is not None)
+    # The id by hand: Serve's request context (which its log filter reads) has not reached the middleware.
+    logger.info("%s %s", request.method, line, extra={**fields, "request_id": request_id(request.headers)})
+    return response
+
+
+def metrics_url() -> str | None:
+    """Where this node's metrics agent serves Prometheus' text format (a node started without one: None)."""
+    here = ray.get_runtime_context().get_node_id()
+    node = next((n for n in ray.nodes() if n["NodeID"] == here), None)
+    if not node or not node.get("MetricsExportPort"):
+        return None
+    return f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
 
 
 def image_url(request: Request, photo_id: int) -> str:
@@ -48,6 +80,7 @@ def image_url(request: Request, photo_id: int) -> str:
 
 def predict_response(request: Request, answer: PhotoAnswer) -> PredictResponse:
     analysis = answer.analysis
+    request.state.model = analysis.model
     return PredictResponse(
         probabilities=dict(analysis.top_breeds(len(analysis.labels))),
         top_matches=[
@@ -84,10 +117,12 @@ class Api:
     ) -> None:
         self.models = ModelClient(summarizer, vision, gallery, limits)
         self.limits = limits
+        self.metrics_url = metrics_url()
 
-    async def _summarize(self, text: str, options: SummarizeOptions) -> SummarizeResponse:
+    async def _summarize(self, request: Request, text: str, options: SummarizeOptions) -> SummarizeResponse:
         started = time.perf_counter()
         result = await self.models.summarize(text, options)
+        request.state.model = result.model
         return SummarizeResponse(
             summary=result.summary,
             model=result.model,
@@ -107,12 +142,12 @@ class Api:
         description="Returns the summary as the response body. For long articles use POST /api/v1/summarize: "
         "URLs are limited in length.",
     )
-    async def tutorial_summarize(self, txt: str = Query(description="The article.")) -> str:
-        return (await self._summarize(txt, SummarizeOptions())).summary
+    async def tutorial_summarize(self, request: Request, txt: str = Query(description="The article.")) -> str:
+        return (await self._summarize(request, txt, SummarizeOptions())).summary
 
     @api.post("/api/v1/summarize", response_model=SummarizeResponse, responses=ERRORS, summary="Summarize an article")
-    async def summarize(self, request: SummarizeRequest) -> SummarizeResponse:
-        return await self._summarize(request.text, request.options)
+    async def summarize(self, request: Request, body: SummarizeRequest) -> SummarizeResponse:
+        return await self._summarize(request, body.text, body.options)
 
     # ----------------------------------------------------------------------- dog photos
 
@@ -186,5 +221,5 @@ class Api:
         summary="Whether every model deployment answers",
     )
     async def ready(self) -> JSONResponse:
-        readiness = await self.models.readiness()
+        readiness = (await self.models.readiness()).model_copy(update={"metrics_url": self.metrics_url})
         return JSONResponse(readiness.model_dump(), status_code=200 if readiness.ready else 503)

@@ -8,7 +8,8 @@ from shared.schemas import SummarizeOptions
 
 
 class ErrorResponse(BaseModel):
-    detail: str
+    detail: str = Field(description="What is wrong, in a sentence.")
+    request_id: str | None = Field(None, description="The answer's X-Request-ID: quote it in a report.")
 
 
 class SummarizeRequest(BaseModel):

@@ -18,6 +18,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from backend import telemetry
 from backend.data import default_gallery_url
 from backend.models.index import GalleryStore, Match, StoredPhoto, VectorIndex, gallery_label, labelled_images
 from backend.models.vision import ImageAnalysis
@@ -39,7 +40,9 @@ def store_reachable() -> Iterator[None]:
         yield
     except (OperationalError, InterfaceError) as exc:
         logger.warning("the gallery's database did not answer: %s", exc.orig or exc)
-        raise BackendUnavailable("The gallery's database is not answering; try again shortly.") from None
+        raise BackendUnavailable(
+            "The gallery's database is not answering; try again shortly.", reason="database_down"
+        ) from None
 
 
 class GallerySettings(BaseModel):
@@ -82,6 +85,7 @@ class Gallery:
         with self.lock:
             self.index.extend(self.store.rows_after(self.index.last_id, self.embedder.name))
             self.refreshed_at = time.monotonic()
+            telemetry.hold(telemetry.gallery_photos(), len(self.index), {"embedder": self.embedder.name})
 
     def search(
         self, embedding: np.ndarray, breeds: list[str], n: int | None = None, thumbnails: bool = False
@@ -94,7 +98,7 @@ class Gallery:
                     self.refresh()
             except BackendUnavailable:
                 pass  # answer from the photos already in memory; the next search looks again
-        with self.lock:
+        with self.lock, telemetry.model_time("Gallery", "search"):
             matches = self.index.search(embedding, n or self.settings.matches, breeds)
         if not thumbnails:
             return matches

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -9,9 +10,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
+from backend import telemetry
 from backend.models.text import Summarizer as SummarizerModel
 from backend.models.text import load_summarizer
 from shared.schemas import DeploymentStatus, SummarizeOptions, SummaryResult
+
+logger = logging.getLogger("ray.serve")
 
 
 class SummarizerSettings(BaseModel):
@@ -63,6 +67,7 @@ class Summarizer:
     def __init__(self) -> None:
         self.settings: SummarizerSettings | None = None
         self.model: SummarizerModel | None = None
+        logger.addFilter(telemetry.ModelVersionFilter(lambda: self.model and self.model.model_name))
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         import torch
@@ -71,7 +76,9 @@ class Summarizer:
         torch.set_num_threads(settings.torch_threads)
         current = (self.settings.kind, self.settings.load_params()) if self.settings else None
         if current != (settings.kind, settings.load_params()):
+            previous = self.model.model_name if self.model else None
             self.model = load_summarizer(settings.kind, **settings.load_params())
+            telemetry.record_model_swap("Summarizer", previous, self.model.model_name)
         if settings.kind == "seq2seq":
             self.model.first_chunk_tokens = settings.first_chunk_tokens  # chunking only: no reload
         self.settings = settings
@@ -80,15 +87,15 @@ class Summarizer:
     def summarize(self, text: str, options: SummarizeOptions) -> SummaryResult:
         started = time.perf_counter()
         summary = self.model.summarize(text, **self._options(options))
-        return SummaryResult(
-            summary=summary.text,
-            model=summary.model,
-            pieces=summary.pieces,
-            model_ms=(time.perf_counter() - started) * 1000,
-        )
+        seconds = time.perf_counter() - started
+        telemetry.model_seconds().observe(seconds, tags={"deployment": "Summarizer", "call": "summarize"})
+        return SummaryResult(summary=summary.text, model=summary.model, pieces=summary.pieces, model_ms=seconds * 1000)
 
     def stream(self, text: str, options: SummarizeOptions) -> Iterator[str]:
+        started = time.perf_counter()
         yield from self.model.stream(text, **self._options(options))
+        seconds = time.perf_counter() - started  # the whole summary, as for `summarize`
+        telemetry.model_seconds().observe(seconds, tags={"deployment": "Summarizer", "call": "stream"})
 
     def _options(self, options: SummarizeOptions) -> dict[str, Any]:
         return self.settings.call_defaults() | options.model_dump(exclude_none=True)

@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 
+from backend import telemetry
 from backend.models.vision import ImageAnalysis, VisionModel
 from backend.models.vision_loader import VisionKind, load_pinned, pin_vision_model
 from shared.images import Embedder
@@ -80,6 +81,7 @@ class Vision:
         self.swap_lock = threading.Lock()
         self.passes = asyncio.Semaphore(1)  # sized by the settings (reconfigure)
         self.follower = asyncio.get_running_loop().create_task(self._follow_alias())
+        logger.addFilter(telemetry.ModelVersionFilter(lambda: self.model and self.model.model_name))
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         import torch
@@ -137,6 +139,7 @@ class Vision:
         previous = self.model.model_name if self.model else None
         self.model, self.loaded_from, self.refused, self.refused_from = model, source, None, None
         self.load_seconds = time.perf_counter() - started
+        telemetry.record_model_swap("Vision", previous, model.model_name)
         logger.info("Vision now serves %s (was %s), loaded in %.1f s", model.model_name, previous, self.load_seconds)
 
     def _refuse(self, reason: str, source: str | None = None) -> None:
@@ -174,7 +177,13 @@ class Vision:
         async with self.passes:
             # Off the event loop: the replica keeps answering health checks and queueing requests. The
             # batch runs on the model of the moment it starts; a swap meanwhile affects the next batch.
-            return await asyncio.to_thread(self.model.analyse, batch)
+            with telemetry.model_time("Vision", "forward"):
+                analyses = await asyncio.to_thread(self.model.analyse, batch)
+        for analysis in analyses:
+            telemetry.photos().inc(tags={"verdict": "dog" if analysis.is_dog else "not_dog"})
+            if analysis.is_dog:
+                telemetry.top_breeds().inc(tags={"breed": analysis.top_breeds(1)[0][0]})
+        return analyses
 
     def status(self) -> DeploymentStatus:
         ready = self.model is not None

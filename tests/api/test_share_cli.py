@@ -68,7 +68,8 @@ def test_up_with_share_prints_a_link_that_ends_with_the_app(share_server: ShareS
     env = {**os.environ, "RETRIEVER_SHARE_BASIC_AUTH": ":".join(SHARE_SERVER_LOGIN)}  # the option's env var
     # Its own session: should it fail to stop, every process it started is ended by its group id below.
     app = subprocess.Popen(
-        [*RETRIEVER, "up", "--port", str(free_port()), "--share-server", share_server.address],
+        [*RETRIEVER, "up", "--port", str(free_port()), "--share-server", share_server.address,
+         "--metrics-port", str(free_port()), "--dashboard-port", str(free_port())],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     lines = _lines_of(app)

@@ -25,8 +25,8 @@ RAISED = {
     "empty": (InvalidArticle("The article is empty."), 422),
     "big-image": (ImageTooLarge("The image is too large."), 413),
     "not-an-image": (InvalidImage("The file is not an image."), 422),
-    "blocked": (BlockedUrl("The URL points to a non-public address."), 400),
-    "unreachable": (UnreachableUrl("The URL answered HTTP 404."), 422),
+    "blocked": (BlockedUrl("The URL points to a non-public address.", "private_address"), 400),
+    "unreachable": (UnreachableUrl("The URL answered HTTP 404.", "http_error"), 422),
     "no-photo": (PhotoNotFound("No photo 9 in the gallery."), 404),
     "busy": (BackendUnavailable("The summarizer is busy.", retry_after_s=2.4), 503),
     "slow": (BackendTimeout("The vision model did not answer within 45 s; try again."), 503),
@@ -50,8 +50,9 @@ def client() -> TestClient:
 @pytest.mark.parametrize("name", RAISED)
 def test_each_domain_error_is_its_status_with_its_sentence(client: TestClient, name: str):
     error, status = RAISED[name]
-    response = client.get(f"/raise/{name}")
-    assert (response.status_code, response.json()) == (status, {"detail": str(error)})
+    # Serve's proxy puts the request id in the request's headers (here, the client does).
+    response = client.get(f"/raise/{name}", headers={"X-Request-ID": f"case-{name}"})
+    assert (response.status_code, response.json()) == (status, {"detail": str(error), "request_id": f"case-{name}"})
 
 
 def test_an_unavailable_backend_says_when_to_try_again(client: TestClient):
@@ -60,8 +61,9 @@ def test_an_unavailable_backend_says_when_to_try_again(client: TestClient):
 
 
 def test_an_unexpected_error_is_a_500_without_its_details(client: TestClient):
-    response = client.get("/raise/bug")
+    response = client.get("/raise/bug", headers={"X-Request-ID": "case-bug"})
     assert response.status_code == 500 and "internal detail" not in response.text
+    assert response.json()["request_id"] == "case-bug"  # what to quote in a report
 
 
 def test_every_status_of_the_table_is_documented():

@@ -1,7 +1,7 @@
 """The house's rule, read from the code: imports run the way data flows (docs/design.md),
 
     retriever (entry points) -> ui, backend.api (faces) -> backend.client -> backend.deployments
-    -> backend.models, backend.jobs -> shared
+    -> backend.jobs, backend.telemetry -> backend.models -> shared
 
 and no module imports one that (through any chain) imports it back."""
 
@@ -21,7 +21,7 @@ LAYERS = [
     ("ui", "backend.api"),
     ("backend.client",),
     ("backend.deployments",),
-    ("backend.jobs",),
+    ("backend.jobs", "backend.telemetry"),
     ("backend.models", "backend.data"),
     ("shared",),
 ]
@@ -31,6 +31,7 @@ FORBIDDEN_THIRD_PARTY = {
     "backend.models": {"ray", "fastapi", "starlette", "gradio"},
     "backend.data": {"ray", "fastapi", "starlette", "gradio"},
     "backend.jobs": {"fastapi", "starlette", "gradio"},
+    "backend.telemetry": {"fastapi", "starlette", "gradio"},
     "backend.deployments": {"fastapi", "starlette", "gradio"},
     "backend.client": {"fastapi", "starlette", "gradio"},
 }
