@@ -1,6 +1,6 @@
 """The UI's failure messages through the real app (the same paths tests/unit/test_ui_callbacks.py takes
 with stand-in handles): a busy summarizer, one that does not answer in time, and one whose replica dies
-mid-summary. An app of its own, made to fail: the Summarizer takes one request at a time with one
+mid-summary. An app of its own, made to fail: one Summarizer replica takes one request at a time with one
 waiting per caller, and the UI waits 2 s for a summary, far less than a long article takes."""
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def app(tmp_path_factory: pytest.TempPathFactory, image_server: ImageServer) -> 
     api, ui = config["applications"]
     summarizer = next(d for d in api["deployments"] if d["name"] == "Summarizer")
     summarizer.update(max_ongoing_requests=1, max_queued_requests=1)
+    summarizer["autoscaling_config"]["max_replicas"] = 1  # busy means busy: no second replica to take over
     ui["args"]["limits"] = {**ui["args"]["limits"], "summary_timeout_s": UI_SUMMARY_TIMEOUT_S}
     with own_app(config, tmp_path_factory.mktemp("ui-messages")) as running:
         yield running
