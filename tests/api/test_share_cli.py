@@ -64,16 +64,26 @@ def test_logins_travel_in_the_ui_environment_not_in_its_args() -> None:
     assert config == load_serve_config(ROOT / "serve_config.yaml")  # the loaded config is left as it was
 
 
-def test_up_with_share_prints_a_link_that_ends_with_the_app(share_server: ShareServer) -> None:
+def test_up_prints_its_metrics_and_a_share_link_that_ends_with_the_app(share_server: ShareServer) -> None:
     env = {**os.environ, "RETRIEVER_SHARE_BASIC_AUTH": ":".join(SHARE_SERVER_LOGIN)}  # the option's env var
+    metrics_port, dashboard_port = free_port(), free_port()
     # Its own session: should it fail to stop, every process it started is ended by its group id below.
     app = subprocess.Popen(
         [*RETRIEVER, "up", "--port", str(free_port()), "--share-server", share_server.address,
-         "--metrics-port", str(free_port()), "--dashboard-port", str(free_port())],
+         "--metrics-port", str(metrics_port), "--dashboard-port", str(dashboard_port)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     lines = _lines_of(app)
     try:
+        metrics_url = _wait_for_line(lines, re.compile(r"^\s+Metrics\s+(\S+)"), timeout_s=600).split()[1]
+        assert metrics_url == f"http://127.0.0.1:{metrics_port}/metrics"
+        assert _wait_for_line(lines, re.compile(r"^\s+Ray\s+(\S+)"), timeout_s=5).split()[1] == (
+            f"http://127.0.0.1:{dashboard_port}"
+        )
+        deadline = time.monotonic() + 60  # a process reports its metrics every 10 s
+        while "ray_retriever_model_info" not in httpx.get(metrics_url, timeout=30).text:
+            assert time.monotonic() < deadline, "no model_info gauge at the printed metrics URL"
+            time.sleep(1)
         share_line = _wait_for_line(lines, re.compile(r"^\s+Share\s+(\S+)"), timeout_s=600)
         link = share_line.split()[1]
         assert re.fullmatch(rf"http://[0-9a-f]{{18}}\.localhost:{share_server.vhost_port}/ui/", link), share_line
