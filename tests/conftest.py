@@ -22,6 +22,7 @@ netguard.install()
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
+METRICS_INTERVAL_ENV = "RAY_metrics_report_interval_ms"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -63,9 +64,17 @@ def serve_deployment(image_server: ImageServer, gallery_database: str) -> Iterat
     api["args"]["gallery"] = {**api["args"]["gallery"], "database_url": gallery_database}
     config = with_vision_config(config, follow_alias_s=1.0)
     # As `retriever up`: metrics and the dashboard (which writes Prometheus' service-discovery file), on
-    # free ports; each process reports its metrics every second, not every ten, for the metrics tests.
-    os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
-    running = start_local_serve(config, http_port=free_port(), metrics_port=free_port(), dashboard_port=free_port())
+    # free ports. Each of this app's processes reports its metrics every second, not every ten, for the
+    # metrics tests: set only while its processes start, so that the tests' other clusters do not pay.
+    previous = os.environ.get(METRICS_INTERVAL_ENV)
+    os.environ[METRICS_INTERVAL_ENV] = "1000"
+    try:
+        running = start_local_serve(config, http_port=free_port(), metrics_port=free_port(), dashboard_port=free_port())
+    finally:
+        if previous is None:
+            os.environ.pop(METRICS_INTERVAL_ENV)
+        else:
+            os.environ[METRICS_INTERVAL_ENV] = previous
     try:
         yield running, config
     finally:
