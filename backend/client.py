@@ -14,6 +14,7 @@ types or raises domain errors (shared/errors.py), never Serve's or Ray's:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,15 +25,17 @@ from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from backend import telemetry
-from backend.models.index import Match, StoredPhoto
+from backend.models.index import GalleryPage, Match, StoredPhoto, clean_label
 from backend.models.vision import ImageAnalysis
 from shared.config import Limits
 from shared.errors import (
     BackendTimeout,
     BackendUnavailable,
+    IdempotencyConflict,
     ImageTooLarge,
     InvalidArticle,
     InvalidImage,
+    InvalidLabel,
     PhotoNotFound,
     UrlRefused,
 )
@@ -46,7 +49,7 @@ READABLE_NAMES = {"Summarizer": "The summarizer", "Vision": "The vision model", 
 # Serve's errors that mean "not now" rather than "your input is wrong".
 SERVE_UNAVAILABLE = (BackPressureError, DeploymentUnavailableError, RayActorError)
 # Errors a replica raises for the user to read: passed on as they are.
-DOMAIN_ERRORS = (InvalidArticle, InvalidImage, PhotoNotFound, BackendUnavailable)
+DOMAIN_ERRORS = (InvalidArticle, InvalidImage, InvalidLabel, IdempotencyConflict, PhotoNotFound, BackendUnavailable)
 READINESS_TIMEOUT_S = 5.0
 
 
@@ -195,23 +198,72 @@ class ModelClient:
             matches = await call(self.gallery.search, analysis.embedding, breeds, n, thumbnails)
         return PhotoAnswer(analysis, matches)
 
-    async def add(self, data: bytes, label: str | None, source: str) -> StoredPhoto:
+    async def add(
+        self,
+        data: bytes,
+        label: str | None,
+        source: str,
+        added_by: str | None = None,
+        idempotency_key: tuple[str, str] | None = None,
+    ) -> tuple[StoredPhoto, bool]:
         """Store a photo in the gallery. Without a label it gets the predicted breed (marked
-        "predicted") when it is a dog, and none otherwise."""
+        "predicted") when it is a dog, and none otherwise. With an `idempotency_key` (the caller's
+        identity, the key it sent), the same content sent again answers the first photo and stores
+        nothing. Answers the photo and whether this call stored it."""
+        label = clean_label(label)  # before any model work
+        idempotency = None
+        if idempotency_key is not None:
+            content = hashlib.sha256(data + b"\0label:" + (label or "").encode()).hexdigest()
+            idempotency = (*idempotency_key, content)
         photo = await self._prepare(data, thumbnail=True)
         async with time_limit(self.limits.gallery_add_timeout_s, "Vision"):
             analysis = await call(self.vision.analyse, photo.pixels)
         async with time_limit(self.limits.gallery_add_timeout_s, "Gallery"):
-            # Not retried: a Gallery replica that died after committing would store the photo twice.
-            return await call(self.gallery.add_analysed, analysis, photo.thumbnail, label, "user", source, retry=False)
+            # Retried only with an idempotency key: without one, a Gallery replica that died after
+            # committing would store the photo twice.
+            return await call(
+                self.gallery.add_analysed,
+                analysis,
+                photo.thumbnail,
+                label,
+                "user",
+                source,
+                added_by,
+                idempotency,
+                retry=idempotency is not None,
+            )
+
+    async def gallery_page(self, offset: int = 0, limit: int = 50, label: str | None = None) -> GalleryPage:
+        """Stored photos, newest first."""
+        async with time_limit(self.limits.photo_timeout_s, "Gallery"):
+            return await call(self.gallery.page, offset, limit, label)
+
+    async def photo(self, photo_id: int) -> StoredPhoto:
+        async with time_limit(self.limits.photo_timeout_s, "Gallery"):
+            return await call(self.gallery.photo, photo_id)
+
+    async def relabel(self, photo_id: int, label: str | None) -> StoredPhoto:
+        label = clean_label(label)
+        async with time_limit(self.limits.gallery_add_timeout_s, "Gallery"):
+            return await call(self.gallery.relabel, photo_id, label)  # the same label twice: the same photo
+
+    async def delete(self, photo_id: int) -> None:
+        """Remove a photo; PhotoNotFound when there is none (a delete sent twice: the second says so)."""
+        async with time_limit(self.limits.gallery_add_timeout_s, "Gallery"):
+            # Not retried: a replica that died after deleting would make the retry a 404.
+            await call(self.gallery.delete, photo_id, retry=False)
 
     async def thumbnail(self, photo_id: int) -> bytes:
         """A gallery photo's JPEG, or PhotoNotFound."""
-        async with time_limit(self.limits.photo_timeout_s, "Gallery"):
-            (thumbnail,) = await call(self.gallery.thumbnails, [photo_id])
+        (thumbnail,) = await self.thumbnails([photo_id])
         if thumbnail is None:
             raise PhotoNotFound(f"No photo {photo_id} in the gallery.")
         return thumbnail
+
+    async def thumbnails(self, photo_ids: list[int]) -> list[bytes | None]:
+        """The JPEGs of several photos in one call (None for an id that names no photo)."""
+        async with time_limit(self.limits.photo_timeout_s, "Gallery"):
+            return await call(self.gallery.thumbnails, photo_ids)
 
     async def _input_spec(self) -> InputSpec:
         """The serving model's input geometry (asked once: a swap never changes the embedder)."""

@@ -46,6 +46,33 @@ class PhotoNotFound(LookupError):
     """A gallery photo id that names no photo."""
 
 
+class InvalidLabel(ValueError):
+    """A gallery label that cannot be stored: control characters, or too long."""
+
+
+class IdempotencyConflict(ValueError):
+    """An Idempotency-Key sent again with other content than the first time."""
+
+
+class NotAuthenticated(PermissionError):
+    """A request without a known API key where one is needed."""
+
+
+class NotAllowed(PermissionError):
+    """A request whose API key lacks the scope the route needs."""
+
+
+class RateLimited(Exception):
+    """A caller over its request rate; `retry_after_s`: when its next request is allowed."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self):
+        return type(self), (str(self), self.retry_after_s)
+
+
 class BackendUnavailable(Exception):
     """A model deployment could not take or finish the call now (busy, restarting, its database down, or
     no answer in time); trying again later may work. `retry_after_s`: when; `reason`: a short name for

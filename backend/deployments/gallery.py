@@ -20,7 +20,15 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from backend import telemetry
 from backend.data import default_gallery_url
-from backend.models.index import GalleryStore, Match, StoredPhoto, VectorIndex, gallery_label, labelled_images
+from backend.models.index import (
+    GalleryPage,
+    GalleryStore,
+    Match,
+    StoredPhoto,
+    VectorIndex,
+    gallery_label,
+    labelled_images,
+)
 from backend.models.vision import ImageAnalysis
 from shared.config import Limits
 from shared.errors import BackendUnavailable
@@ -77,13 +85,18 @@ class Gallery:
         # Sync methods run on Serve's thread pool, concurrently: the index changes under this lock.
         self.lock = threading.Lock()
         self.refreshed_at = 0.0
+        # The rows read next reflect every change up to here: only later ones need applying.
+        self.last_change_id = self.store.last_change_id()
         self.refresh()
         self.seeding = asyncio.get_running_loop().create_task(self._seed()) if settings.seed else None
 
     def refresh(self) -> None:
-        """Take in the rows other replicas (or jobs) added since the last look."""
+        """Take in the rows other replicas (or jobs) added, relabelled or deleted since the last look."""
         with self.lock:
             self.index.extend(self.store.rows_after(self.index.last_id, self.embedder.name))
+            changes = self.store.changes_after(self.last_change_id)
+            self.index.apply(changes)
+            self.last_change_id = changes[-1].id if changes else self.last_change_id
             self.refreshed_at = time.monotonic()
             telemetry.hold(telemetry.gallery_photos(), len(self.index), {"embedder": self.embedder.name})
 
@@ -107,22 +120,66 @@ class Gallery:
         return [dataclasses.replace(match, thumbnail=found.get(match.id)) for match in matches]
 
     def add_analysed(
-        self, analysis: ImageAnalysis, thumbnail: bytes, label: str | None, label_source: str, source: str
-    ) -> StoredPhoto:
-        """Store a photo Vision analysed; without a label, a dog gets its predicted breed."""
+        self,
+        analysis: ImageAnalysis,
+        thumbnail: bytes,
+        label: str | None,
+        label_source: str,
+        source: str,
+        added_by: str | None = None,
+        idempotency: tuple[str, str, str] | None = None,
+    ) -> tuple[StoredPhoto, bool]:
+        """Store a photo Vision analysed; without a label, a dog gets its predicted breed. With an
+        `idempotency` (caller, key, content hash), the same add sent again by the same caller stores
+        nothing and answers the first photo. Answers the photo and whether it was stored now."""
         if analysis.embedder != self.embedder.name:
             raise ValueError(
                 f"embedding from {analysis.embedder}, but this gallery holds {self.embedder.name} embeddings"
             )
         label, label_source = gallery_label(label, label_source, analysis)
+        photo = dict(
+            embedding=analysis.embedding,
+            thumbnail=thumbnail,
+            embedder=analysis.embedder,
+            label=label,
+            label_source=label_source,
+            source=source,
+            added_by=added_by,
+        )
         with store_reachable():
-            photo = self.store.add(analysis.embedding, thumbnail, analysis.embedder, label, label_source, source)
+            if idempotency is None:
+                stored, created = self.store.add(**photo), True
+            else:
+                stored, created = self.store.add_once(*idempotency, **photo)
+        self._refresh_after_write()
+        return stored, created
+
+    def _refresh_after_write(self) -> None:
+        """The writing replica sees its own change at once."""
         try:
             with store_reachable():
-                self.refresh()  # the adding replica sees its own add at once
+                self.refresh()
         except BackendUnavailable:
-            pass  # stored all the same (so no 503, which would invite a second add); taken in at the next look
+            pass  # stored all the same (so no 503, which would invite a second write); taken in at the next look
+
+    def page(self, offset: int, limit: int, label: str | None) -> GalleryPage:
+        with store_reachable():
+            return self.store.page(offset, limit, label)
+
+    def photo(self, photo_id: int) -> StoredPhoto:
+        with store_reachable():
+            return self.store.get(photo_id)
+
+    def relabel(self, photo_id: int, label: str | None) -> StoredPhoto:
+        with store_reachable():
+            photo = self.store.relabel(photo_id, label)
+        self._refresh_after_write()
         return photo
+
+    def delete(self, photo_id: int) -> None:
+        with store_reachable():
+            self.store.delete(photo_id)
+        self._refresh_after_write()
 
     def thumbnails(self, photo_ids: list[int]) -> list[bytes | None]:
         with store_reachable():

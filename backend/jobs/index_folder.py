@@ -17,7 +17,7 @@ import numpy as np
 from backend.models.index import GalleryStore, gallery_label, labelled_images
 from backend.models.vision_loader import load_vision_model
 from shared.config import Limits
-from shared.errors import InvalidImage
+from shared.errors import InvalidImage, InvalidLabel
 from shared.images import decode_image, thumbnail_jpeg, to_model_input
 
 COLUMNS = ("path", "label", "label_source", "embedder", "embedding", "thumbnail", "error")
@@ -94,16 +94,21 @@ def index_folder(
         if row["error"]:
             report.failed[source] = row["error"]
         else:
-            store.add(
-                np.asarray(row["embedding"], dtype=np.float32),
-                row["thumbnail"],
-                row["embedder"],
-                row["label"],
-                row["label_source"],
-                source,
-            )
-            report.added += 1
-            report.embedder = row["embedder"]
+            try:
+                store.add(
+                    np.asarray(row["embedding"], dtype=np.float32),
+                    row["thumbnail"],
+                    row["embedder"],
+                    row["label"],
+                    row["label_source"],
+                    source,
+                    added_by="retriever index",
+                )
+            except InvalidLabel as exc:  # a folder name that is no label (a control character)
+                report.failed[source] = str(exc)
+            else:
+                report.added += 1
+                report.embedder = row["embedder"]
         if progress:
             progress(1)
     return report

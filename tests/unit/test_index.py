@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from backend.models.index import GalleryStore, VectorIndex, labelled_images
+from shared.errors import IdempotencyConflict, InvalidLabel, PhotoNotFound
 from tests.conftest import SEED
 from tests.postgres_server import PostgresServer
 
@@ -135,3 +136,138 @@ def test_replicas_starting_together_on_one_new_database_all_start(store_url):
         stores = list(pool.map(lambda _: GalleryStore(store_url), range(6)))
     stores[0].add(unit([1, 0, 0]), b"jpeg", "model-a", "x", "user", "upload:a.jpg")
     assert all(store.count() == 1 for store in stores)
+
+
+def test_removed_and_relabelled_rows_are_searched_as_they_now_are():
+    index = VectorIndex(dim=2)
+    index.extend([(1, "husky", unit([1, 0])), (2, "pug", unit([0.9, 0.1])), (3, "husky", unit([0, 1]))])
+    index.remove(1)
+    assert len(index) == 2
+    assert [m.id for m in index.search(unit([1, 0]), n=3)] == [2, 3]
+    # The breed filter counts only live rows: one husky left is too few for n=2, so all rows answer.
+    assert [m.id for m in index.search(unit([1, 0]), n=2, labels=["husky"])] == [2, 3]
+    index.relabel(2, "husky")
+    assert [(m.id, m.label) for m in index.search(unit([1, 0]), n=2, labels=["husky"])] == [(2, "husky"), (3, "husky")]
+    index.remove(99)  # not here (another embedder's photo, or deleted twice): nothing happens
+    assert index.last_id == 3
+
+
+def test_removed_rows_leave_the_ann_index_too():
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(2000, 16))
+    index = VectorIndex(16, ann_threshold=1000)
+    index.extend([(i + 1, "dog" if i % 2 else "cat", v) for i, v in enumerate(vectors)])
+    assert index._ann is not None
+    nearest = index.search(vectors[10], 1)[0].id
+    assert nearest == 11
+    index.remove(11)
+    assert 11 not in {m.id for m in index.search(vectors[10], 20)}
+    assert 11 not in {m.id for m in index.search(vectors[10], 20, labels=["cat"])}
+
+
+def test_listing_relabelling_and_deleting_photos_with_a_change_log(store_url):
+    store = GalleryStore(store_url)
+    ids = [
+        store.add(unit([1, i, 0]), f"jpeg-{i}".encode(), "m", label, "folder", f"upload:{i}.jpg", added_by="ops").id
+        for i, label in enumerate(["husky", "pug", "husky", None])
+    ]
+    page = store.page(offset=0, limit=2)
+    assert page.total == 4 and [p.id for p in page.photos] == [ids[3], ids[2]]  # newest first
+    assert [p.id for p in store.page(offset=2, limit=2).photos] == [ids[1], ids[0]]
+    huskies = store.page(label="husky")
+    assert huskies.total == 2 and {p.id for p in huskies.photos} == {ids[0], ids[2]}
+    first = store.get(ids[0])
+    assert (first.label, first.source, first.added_by) == ("husky", "upload:0.jpg", "ops")
+    assert first.added_at.tzinfo is not None
+
+    start = store.last_change_id()
+    relabelled = store.relabel(ids[1], "  malamute ")
+    assert (relabelled.label, relabelled.label_source) == ("malamute", "user")
+    store.delete(ids[2])
+    with pytest.raises(PhotoNotFound):
+        store.delete(ids[2])
+    with pytest.raises(PhotoNotFound):
+        store.get(ids[2])
+    with pytest.raises(PhotoNotFound):
+        store.relabel(ids[2], "x")
+    assert store.thumbnails([ids[2]]) == {} and store.count() == 3
+    changes = store.changes_after(start)
+    assert [(c.photo_id, c.deleted, c.label) for c in changes] == [(ids[1], False, "malamute"), (ids[2], True, None)]
+    assert store.changes_after(changes[-1].id) == []
+
+    # A replica's index, built before the changes, catches up from the log.
+    index = VectorIndex(3)
+    index.extend(
+        [(ids[0], "husky", unit([1, 0, 0])), (ids[1], "pug", unit([1, 1, 0])), (ids[2], "husky", unit([1, 2, 0]))]
+    )
+    index.apply(changes)
+    assert {(m.id, m.label) for m in index.search(unit([1, 1, 0]), n=5)} == {(ids[0], "husky"), (ids[1], "malamute")}
+
+
+@pytest.mark.parametrize(
+    "label, problem",
+    [
+        ("rex\x00", "U+0000"),
+        ("line\nbreak", "U+000A"),
+        ("esc\x1b[31m", "U+001B"),
+        ("x" * 101, "at most 100"),
+    ],
+)
+def test_labels_with_control_characters_or_too_long_are_refused_alike_on_both_stores(store_url, label, problem):
+    store = GalleryStore(store_url)
+    with pytest.raises(InvalidLabel, match=problem.replace("+", r"\+")):
+        store.add(unit([1, 0]), b"j", "m", label, "user", "upload:x")
+    photo = store.add(unit([1, 0]), b"j", "m", "  Husky  ", "user", "upload:x")
+    with pytest.raises(InvalidLabel):
+        store.relabel(photo.id, label)
+    assert store.get(photo.id).label == "Husky" and store.count() == 1
+    # Unicode that is text (accents, emoji, scripts) is kept as typed.
+    assert store.relabel(photo.id, "Chien de Saint-Hubert 🐕 柴犬").label == "Chien de Saint-Hubert 🐕 柴犬"
+
+
+def test_an_add_sent_again_with_its_idempotency_key_stores_one_photo(store_url):
+    store = GalleryStore(store_url)
+    photo = dict(embedding=unit([1, 0]), thumbnail=b"j", embedder="m", label="pug", label_source="user", source="s")
+    first, created = store.add_once("key:writer", "k-1", "sha-a", **photo)
+    again, created_again = store.add_once("key:writer", "k-1", "sha-a", **photo)
+    assert created and not created_again and again == first and store.count() == 1
+    # The key belongs to its caller: another caller's same key is another add.
+    _, other_created = store.add_once("key:other", "k-1", "sha-a", **photo)
+    assert other_created and store.count() == 2
+    with pytest.raises(IdempotencyConflict):
+        store.add_once("key:writer", "k-1", "sha-b", **photo)
+    # Once the photo is deleted, the key may store again.
+    store.delete(first.id)
+    _, created_after_delete = store.add_once("key:writer", "k-1", "sha-a", **photo)
+    assert created_after_delete
+
+
+def test_a_gallery_from_before_added_by_is_upgraded_keeping_its_photos(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE photos (id INTEGER PRIMARY KEY, label VARCHAR(200), label_source VARCHAR(20),"
+            " source VARCHAR(1000), added_at DATETIME, embedder VARCHAR(200), embedding BLOB, thumbnail BLOB)"
+        )
+        db.execute(
+            "INSERT INTO photos VALUES (1, 'husky', 'folder', 'seed:a.jpg', '2026-01-01 00:00:00', 'm', ?, ?)",
+            (unit([1, 0]).tobytes(), b"j"),
+        )
+    store = GalleryStore(f"sqlite:///{path}")
+    old = store.get(1)
+    assert (old.label, old.added_by) == ("husky", None)
+    assert store.thumbnails([1]) == {1: b"j"} and store.page(label="husky").total == 1
+    newest = store.add(unit([0, 1]), b"j", "m", None, "none", "upload:x", added_by="ops")
+    assert (newest.id, newest.added_by) == (2, "ops")
+    store.delete(2)  # the old table would give id 2 again to the next add
+    assert store.add(unit([0, 1]), b"j", "m", None, "none", "upload:y").id == 3
+    assert GalleryStore(f"sqlite:///{path}").get(3).source == "upload:y"  # upgraded once, opened again as is
+
+
+def test_a_deleted_photos_id_is_never_given_to_another(store_url):
+    store = GalleryStore(store_url)
+    first = store.add(unit([1, 0]), b"j", "m", "a", "user", "s")
+    store.delete(first.id)
+    assert store.add(unit([1, 0]), b"j", "m", "b", "user", "s").id > first.id
