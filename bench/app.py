@@ -23,11 +23,15 @@ READY_PATHS = ("/api/v1/ready", "/ui/")  # every model deployment answers; the U
 
 def bench_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """serve_config.yaml as the benchmarks run it: the embedded defaults, plus the loopback photo server
-    admitted for the URL routes, plus `overrides` ({"api.Vision.user_config.torch_threads": 1, ...}:
-    application.deployment.field..., or application.args.field...)."""
+    admitted for the URL routes, without the per-caller rate limit (one load generator is every client
+    here: the benchmarks measure serving, not the limit), plus `overrides`
+    ({"api.Vision.user_config.torch_threads": 1, ...}: application.deployment.field..., or
+    application.args.field...)."""
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     apps = {app["name"]: app for app in config["applications"]}
     apps["api"]["args"]["limits"]["url_allowlist"] = ["127.0.0.1/32"]  # the anchor: the ui app's too
+    next(d for d in apps["api"]["deployments"] if d["name"] == "Api")["user_config"]["rate_limit"] = None
+    apps["ui"]["args"]["rate_limit"] = None
     for key, value in (overrides or {}).items():
         app_name, part, *path = key.split(".")
         if part == "args":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import multiprocessing
+import os
 import signal
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -71,6 +72,9 @@ def up(
     dashboard_port: int = typer.Option(
         DASHBOARD_PORT, envvar="RETRIEVER_DASHBOARD_PORT", help="Ray's dashboard on 127.0.0.1:PORT (0: any free port)."
     ),
+    open_api: bool = typer.Option(
+        False, "--open-api", help="Serve the API without API keys even when it listens beyond loopback."
+    ),
 ) -> None:
     """Start a private Ray cluster on this machine, deploy the UI and API, and serve until Ctrl-C."""
     started = time.monotonic()
@@ -90,6 +94,7 @@ def up(
     except ValueError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
+    keys = _api_keys(serve_config, open_api)
     metrics_port, dashboard_port = metrics_port or free_port(), dashboard_port or free_port()
     for option, value in (("--metrics-port", metrics_port), ("--dashboard-port", dashboard_port)):
         if port_in_use(value):
@@ -112,6 +117,7 @@ def up(
     console.print(f"  UI        {running.url}/ui/")
     console.print(f"  API docs  {running.url}/docs")
     console.print(f"  Readiness {running.url}/api/v1/ready")
+    console.print(f"  API keys  {keys}")
     console.print(f"  Metrics   {running.metrics_url}  (Prometheus: docs/operations.md)")
     console.print(f"  Ray       {running.dashboard_url}  (the Ray dashboard: replicas, logs, Serve's metrics)")
     console.print(f"  Tutorial  curl '{running.url}/Summarizer?txt=Paste+an+article+here.+It+has+sentences.'")
@@ -127,6 +133,40 @@ def up(
         console.print("Stopping…")
     finally:
         running.stop()
+
+
+def _api_keys(serve_config: dict, open_api: bool) -> str:
+    """The API keys the app will take, in words; exits when they are malformed, or when there are none
+    and the API would listen beyond loopback (unless --open-api)."""
+    import ipaddress
+
+    from backend.api.auth import KEYS_ENV, KEYS_FILE_ENV, KeyRing
+
+    if os.environ.get(KEYS_FILE_ENV):  # the replicas run elsewhere than this directory
+        os.environ[KEYS_FILE_ENV] = str(Path(os.environ[KEYS_FILE_ENV]).resolve())
+    try:
+        keys = KeyRing.from_environment().keys()
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]API keys:[/] {exc}")
+        raise typer.Exit(2) from None
+    if keys:
+        return f"{len(keys)} ({', '.join(key.name for key in keys)}): requests send Authorization: Bearer <key>"
+    host = serve_config.get("http_options", {}).get("host", "127.0.0.1")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        loopback = False
+    if loopback:
+        return "none: the API is open to whoever can reach this machine's loopback"
+    if not open_api:
+        console.print(
+            f"[red]The API would listen on {host} with no API key[/]: anyone who reaches it could use the models "
+            f"and add or delete gallery photos. Set {KEYS_ENV} or {KEYS_FILE_ENV} (docs/operations.md), "
+            "or pass --open-api to serve it open."
+        )
+        raise typer.Exit(2)
+    console.print(f"[yellow]Warning:[/] the API listens on {host} with no API key (--open-api): anyone may call it.")
+    return f"none: open to anyone who reaches {host} (--open-api)"
 
 
 @cli.command()
@@ -349,6 +389,83 @@ def models(
             (version.run_id or "")[:8],
         )
     console.print(table)
+
+
+gallery = typer.Typer(
+    help="The gallery's photos, in the app's store: list, relabel, delete. A running app's searches see a "
+    "change within its refresh_interval_s.",
+    no_args_is_help=True,
+)
+cli.add_typer(gallery, name="gallery")
+DATABASE_OPTION = typer.Option(None, help="Gallery database (default: $RETRIEVER_GALLERY_URL or the data dir's).")
+
+
+def _gallery_store(database_url: str | None):  # noqa: ANN202  (GalleryStore, imported late: SQLAlchemy)
+    from backend.deployments.gallery import GallerySettings
+    from backend.models.index import GalleryStore
+
+    return GalleryStore(database_url or GallerySettings().url())
+
+
+@gallery.command("list")
+def gallery_list(
+    label: str | None = typer.Option(None, help="Only photos with this label."),
+    offset: int = typer.Option(0, min=0),
+    limit: int = typer.Option(50, min=1, max=500),
+    database_url: str | None = DATABASE_OPTION,
+) -> None:
+    """The gallery's photos, newest first."""
+    from rich.table import Table
+
+    page = _gallery_store(database_url).page(offset, limit, label)
+    shown = f"{offset + 1}-{offset + len(page.photos)}" if page.photos else "none"
+    table = Table("id", "label", "labelled by", "source", "added by", "added at (UTC)")
+    table.title = f"Gallery photos {shown} of {page.total}" + (f" labelled {label!r}" if label else "")
+    for photo in page.photos:
+        when = photo.added_at.strftime("%Y-%m-%d %H:%M")
+        table.add_row(str(photo.id), photo.label or "", photo.label_source, photo.source, photo.added_by or "", when)
+    console.print(table)
+
+
+@gallery.command("relabel")
+def gallery_relabel(
+    photo_id: int = typer.Argument(..., help="The photo's id (retriever gallery list)."),
+    label: str = typer.Argument(..., help="The new label; empty: none."),
+    database_url: str | None = DATABASE_OPTION,
+) -> None:
+    """Give a photo another label."""
+    from shared.errors import InvalidLabel, PhotoNotFound
+
+    try:
+        photo = _gallery_store(database_url).relabel(photo_id, label)
+    except (InvalidLabel, PhotoNotFound) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    console.print(f"Photo {photo.id}: " + (f"labelled {photo.label!r}." if photo.label else "no label."))
+
+
+@gallery.command("delete")
+def gallery_delete(
+    photo_ids: list[int] = typer.Argument(..., help="The photos' ids (retriever gallery list)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    database_url: str | None = DATABASE_OPTION,
+) -> None:
+    """Delete photos: their rows, images and embeddings."""
+    from shared.errors import PhotoNotFound
+
+    store = _gallery_store(database_url)
+    if not yes:
+        typer.confirm(f"Delete {len(photo_ids)} photo(s) ({', '.join(map(str, photo_ids))}) for good?", abort=True)
+    missing = []
+    for photo_id in photo_ids:
+        try:
+            store.delete(photo_id)
+        except PhotoNotFound:
+            missing.append(photo_id)
+    console.print(f"Deleted {len(photo_ids) - len(missing)} photo(s).")
+    if missing:
+        console.print(f"[red]No such photo:[/] {', '.join(map(str, missing))}")
+        raise typer.Exit(1)
 
 
 @cli.command("mlflow-ui")

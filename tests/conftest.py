@@ -51,17 +51,30 @@ def gallery_database(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
-def serve_deployment(image_server: ImageServer, gallery_database: str) -> Iterator[tuple[LocalServe, dict]]:
+def api_keys_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session app's API keys file: empty (the API open, as by default) unless a test writes keys."""
+    path = tmp_path_factory.mktemp("keys") / "api-keys"
+    path.write_text("")
+    return path
+
+
+@pytest.fixture(scope="session")
+def serve_deployment(
+    image_server: ImageServer, gallery_database: str, api_keys_file: Path
+) -> Iterator[tuple[LocalServe, dict]]:
     """The project's own serve_config.yaml deployed on a private Ray cluster; yields it and the config.
 
     Changed only where a test run must differ: the stores live in a temp dir, the local image server is
-    on the URL allowlist, Vision checks its registry alias every second, and every Ray worker refuses
-    non-loopback connections like this process (on the asyncio loop, where the guard sees every connect)."""
+    on the URL allowlist, Vision checks its registry alias every second, the API reads its keys from a
+    file the tests can write, and every Ray worker refuses non-loopback connections like this process
+    (on the asyncio loop, where the guard sees every connect)."""
+    from backend.api.auth import KEYS_FILE_ENV
     from retriever.local import load_serve_config, start_local_serve
 
     config = guarded_config(load_serve_config(ROOT / "serve_config.yaml"), image_server.port)
     api = next(app for app in config["applications"] if app["name"] == "api")
     api["args"]["gallery"] = {**api["args"]["gallery"], "database_url": gallery_database}
+    api["runtime_env"]["env_vars"][KEYS_FILE_ENV] = str(api_keys_file)
     config = with_vision_config(config, follow_alias_s=1.0)
     # As `retriever up`: metrics and the dashboard (which writes Prometheus' service-discovery file), on
     # free ports. Each of this app's processes reports its metrics every second, not every ten, for the
@@ -87,23 +100,33 @@ GUARD_ENV = {"PYTHONPATH": f"{ROOT / 'tests' / 'guarded_site'}:{ROOT}", "RAY_USE
 
 
 def guarded_config(config: dict, image_server_port: int) -> dict:
-    """A copy of a serve config for tests: the loopback image server on the URL allowlist, and every
-    Ray worker refusing non-loopback connections like this process."""
+    """A copy of a serve config for tests: the loopback image server on the URL allowlist, every Ray
+    worker refusing non-loopback connections like this process, and no rate limit (every test client is
+    one address; tests/api/test_access.py sets one)."""
     config = copy.deepcopy(config)
     for app in config["applications"]:
         app["args"]["limits"] = {**app["args"]["limits"], "url_allowlist": [f"127.0.0.1:{image_server_port}"]}
         env = app.setdefault("runtime_env", {})
         env["env_vars"] = {**env.get("env_vars", {}), **GUARD_ENV}
+        if app["name"] == "ui":
+            app["args"]["rate_limit"] = None
+    return with_deployment_config(config, "Api", user_config={"rate_limit": None})
+
+
+def with_deployment_config(config: dict, deployment: str, **fields: object) -> dict:
+    """A copy of a serve config whose api application's `deployment` has these fields."""
+    config = copy.deepcopy(config)
+    api = next(app for app in config["applications"] if app["name"] == "api")
+    node = next(d for d in api["deployments"] if d["name"] == deployment)
+    node.update(fields)
     return config
 
 
 def with_vision_config(config: dict, **changes: object) -> dict:
     """A copy of a serve config whose Vision deployment's user_config has `changes`."""
-    config = copy.deepcopy(config)
     api = next(app for app in config["applications"] if app["name"] == "api")
     vision = next(d for d in api["deployments"] if d["name"] == "Vision")
-    vision["user_config"] = {**vision["user_config"], **changes}
-    return config
+    return with_deployment_config(config, "Vision", user_config={**vision["user_config"], **changes})
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ and answered 500 without a traceback.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,10 +23,15 @@ from shared.errors import (
     ArticleTooLong,
     BackendUnavailable,
     BlockedUrl,
+    IdempotencyConflict,
     ImageTooLarge,
     InvalidArticle,
     InvalidImage,
+    InvalidLabel,
+    NotAllowed,
+    NotAuthenticated,
     PhotoNotFound,
+    RateLimited,
 )
 
 logger = logging.getLogger("ray.serve")
@@ -37,16 +43,26 @@ HTTP_STATUS: list[tuple[type[Exception], int]] = [
     (BlockedUrl, 400),
     (InvalidArticle, 422),
     (InvalidImage, 422),
+    (InvalidLabel, 422),
+    (NotAuthenticated, 401),
+    (NotAllowed, 403),
     (PhotoNotFound, 404),
+    (IdempotencyConflict, 409),
+    (RateLimited, 429),
     (BackendUnavailable, 503),
 ]
 
 DESCRIPTIONS = {
     400: "The image URL is refused (not http(s), a non-public address, too many redirects), or the body is not UTF-8.",
+    401: "No API key, or one that is not known (the WWW-Authenticate header says: Bearer).",
+    403: "The API key lacks the scope the route needs (read, write).",
     404: "No such gallery photo.",
+    409: "The Idempotency-Key was used before for another photo or label.",
     413: "The text or image is larger than the configured limit.",
     422: "Input that cannot be used: empty or non-text text, a file that is not a readable image, "
-    "an image URL that cannot be fetched, or a request that does not match the schema.",
+    "an image URL that cannot be fetched, a label with control characters or over 100 characters, "
+    "or a request that does not match the schema.",
+    429: "The caller is over its request rate; the Retry-After header says when to try again.",
     503: "A model deployment is busy (its queue is full), restarting, or did not answer in time; "
     "the Retry-After header says when to try again.",
 }
@@ -57,8 +73,9 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorResponse, "description": DESCRIPTIONS[status]} for status in statuses}
 
 
-# What the routes that take input can answer (all but 404, which only the image route can).
-ERRORS = responses(400, 413, 422, 503)
+# What the routes that take input can answer, and the expensive ones (rate-limited) besides.
+ERRORS = responses(400, 401, 403, 413, 422, 503)
+LIMITED_ERRORS = responses(400, 401, 403, 413, 422, 429, 503)
 
 
 def error_answer(request: Request, status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -74,6 +91,10 @@ async def domain_error(request: Request, exc: Exception) -> JSONResponse:
     headers = None
     if isinstance(exc, BackendUnavailable):
         headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}  # whole seconds, at least 1
+    elif isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(math.ceil(exc.retry_after_s))}  # never before the next token
+    elif isinstance(exc, NotAuthenticated):
+        headers = {"WWW-Authenticate": "Bearer"}
     return error_answer(request, status_of(exc), str(exc), headers)
 
 

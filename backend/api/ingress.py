@@ -8,21 +8,26 @@ to HTTP answers in one place (backend/api/errors.py). No model code runs here.
 # FastAPI must evaluate the route annotations (SummarizeRequest, ...) from the function objects.
 import logging
 import time
+from typing import Any
 
 import ray
-from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, Security, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from backend.api import errors
-from backend.api.errors import ERRORS
+from backend.api.auth import Access, Caller, KeyRing
+from backend.api.errors import ERRORS, LIMITED_ERRORS
 from backend.api.request_ids import request_id
 from backend.api.schemas import (
     GalleryItem,
+    GalleryList,
     PhotoMatch,
     PredictRequest,
     PredictResponse,
+    RelabelRequest,
     SummarizeRequest,
     SummarizeResponse,
 )
@@ -30,6 +35,7 @@ from backend.client import ModelClient, PhotoAnswer
 from backend.models.index import StoredPhoto
 from shared.config import Limits
 from shared.errors import ImageTooLarge
+from shared.rate_limit import RateLimit
 from shared.schemas import Readiness, SummarizeOptions
 
 api = FastAPI(
@@ -43,6 +49,24 @@ api = FastAPI(
 )
 errors.install(api)
 logger = logging.getLogger("ray.serve")
+bearer = HTTPBearer(
+    auto_error=False,
+    description="An API key (RETRIEVER_API_KEYS): `Authorization: Bearer <secret>`; none when no key is configured.",
+)
+
+
+def caller(scope: str, limited: bool = False) -> Any:
+    """A route's dependency: who calls, once their key has `scope` and, on an expensive (`limited`)
+    route, they are within their rate (backend/api/auth.py)."""
+
+    async def admit(request: Request, credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> Caller:
+        access: Access = serve.get_replica_context().servable_object.access  # this replica's Api
+        address = request.client.host if request.client else "unknown"
+        who = access.admit(address, credentials.credentials if credentials else None, scope, limited)
+        request.state.key = who.key
+        return who
+
+    return Depends(admit)
 
 
 @api.middleware("http")
@@ -57,6 +81,7 @@ async def log_request(request: Request, call_next):
         "status": response.status_code,
         "duration_ms": round((time.perf_counter() - started) * 1000, 1),
         "model_version": getattr(request.state, "model", None),
+        "key": getattr(request.state, "key", None),  # the API key's name, never its secret
     }
     line = " ".join(f"{key}={value}" for key, value in fields.items() if value is not None)
     # The id by hand: Serve's request context (which its log filter reads) has not reached the middleware.
@@ -100,6 +125,7 @@ def gallery_item(request: Request, photo: StoredPhoto) -> GalleryItem:
         label=photo.label,
         label_source=photo.label_source,
         source=photo.source,
+        added_by=photo.added_by,
         added_at=photo.added_at.isoformat(),
         path=image_url(request, photo.id),
     )
@@ -118,6 +144,13 @@ class Api:
         self.models = ModelClient(summarizer, vision, gallery, limits)
         self.limits = limits
         self.metrics_url = metrics_url()
+        self.access = Access(KeyRing.from_environment())
+
+    def reconfigure(self, config: dict) -> None:
+        """serve_config.yaml's user_config: the rate limit of the expensive routes (null: none),
+        changed live by `serve deploy`."""
+        limit = config.get("rate_limit")
+        self.access.set_rate_limit(RateLimit.model_validate(limit) if limit else None)
 
     async def _summarize(self, request: Request, text: str, options: SummarizeOptions) -> SummarizeResponse:
         started = time.perf_counter()
@@ -137,16 +170,22 @@ class Api:
     @api.get(
         "/Summarizer",
         response_class=PlainTextResponse,
-        responses=ERRORS,
+        responses=LIMITED_ERRORS,
         summary="Summarize (the Ray Serve tutorial's route)",
         description="Returns the summary as the response body. For long articles use POST /api/v1/summarize: "
         "URLs are limited in length.",
     )
-    async def tutorial_summarize(self, request: Request, txt: str = Query(description="The article.")) -> str:
+    async def tutorial_summarize(
+        self, request: Request, txt: str = Query(description="The article."), _: Caller = caller("read", limited=True)
+    ) -> str:
         return (await self._summarize(request, txt, SummarizeOptions())).summary
 
-    @api.post("/api/v1/summarize", response_model=SummarizeResponse, responses=ERRORS, summary="Summarize an article")
-    async def summarize(self, request: Request, body: SummarizeRequest) -> SummarizeResponse:
+    @api.post(
+        "/api/v1/summarize", response_model=SummarizeResponse, responses=LIMITED_ERRORS, summary="Summarize an article"
+    )
+    async def summarize(
+        self, request: Request, body: SummarizeRequest, _: Caller = caller("read", limited=True)
+    ) -> SummarizeResponse:
         return await self._summarize(request, body.text, body.options)
 
     # ----------------------------------------------------------------------- dog photos
@@ -161,10 +200,12 @@ class Api:
         "/predict/",
         response_model=PredictResponse,
         response_model_by_alias=True,
-        responses=ERRORS,
+        responses=LIMITED_ERRORS,
         summary="Breeds and similar photos for an image URL (the Ray Serve tutorial's route)",
     )
-    async def predict_url(self, request: Request, body: PredictRequest) -> PredictResponse:
+    async def predict_url(
+        self, request: Request, body: PredictRequest, _: Caller = caller("read", limited=True)
+    ) -> PredictResponse:
         answer = await self.models.find(await self.models.fetch(body.url), body.k, body.n)
         return predict_response(request, answer)
 
@@ -172,12 +213,13 @@ class Api:
         "/api/v1/photos",
         response_model=PredictResponse,
         response_model_by_alias=True,
-        responses=ERRORS,
+        responses=LIMITED_ERRORS,
         summary="Breeds, dog score and similar photos for an uploaded photo",
     )
     async def predict_upload(
         self,
         request: Request,
+        _: Caller = caller("read", limited=True),
         file: UploadFile = File(description="The photo (JPEG, PNG, GIF, WebP, BMP, TIFF)."),
         k: int = Form(4, ge=1, le=118, description="How many top breeds filter the gallery search."),
         n: int | None = Form(None, ge=1, le=50, description="How many similar photos."),
@@ -189,28 +231,94 @@ class Api:
         "/api/v1/gallery",
         response_model=GalleryItem,
         status_code=201,
-        responses=ERRORS,
+        responses={
+            200: {"model": GalleryItem, "description": "Sent before with this Idempotency-Key: the first answer."},
+            **errors.responses(409, 429),
+            **ERRORS,
+        },
         summary="Add a photo to the gallery",
     )
     async def add_to_gallery(
         self,
         request: Request,
+        response: Response,
         file: UploadFile = File(description="The photo."),
         label: str | None = Form(
             None, max_length=200, description="Its breed; empty: the predicted breed if it is a dog."
         ),
+        idempotency_key: str | None = Header(
+            None,
+            max_length=200,
+            pattern=r"^[\x21-\x7e]+$",
+            description="Any unique string (a UUID): the same add sent again within a day, with this key, "
+            "stores nothing and answers the first photo (200), so a failed add can be retried safely.",
+        ),
+        who: Caller = caller("write", limited=True),
     ) -> GalleryItem:
         source = f"upload:{file.filename or 'photo'}"
-        photo = await self.models.add(await self._read_upload(file), label, source)
+        idempotency = (who.identity, idempotency_key) if idempotency_key else None
+        photo, created = await self.models.add(await self._read_upload(file), label, source, who.key, idempotency)
+        response.status_code = 201 if created else 200
         return gallery_item(request, photo)
+
+    @api.get(
+        "/api/v1/gallery",
+        response_model=GalleryList,
+        responses=errors.responses(401, 403, 422, 503),
+        summary="The gallery's photos, newest first",
+    )
+    async def list_gallery(
+        self,
+        request: Request,
+        offset: int = Query(0, ge=0),
+        limit: int = Query(50, ge=1, le=500),
+        label: str | None = Query(None, max_length=200, description="Only photos with this label."),
+        _: Caller = caller("read"),
+    ) -> GalleryList:
+        page = await self.models.gallery_page(offset, limit, label)
+        photos = [gallery_item(request, photo) for photo in page.photos]
+        return GalleryList(total=page.total, offset=offset, limit=limit, photos=photos)
+
+    @api.get(
+        "/api/v1/gallery/{photo_id}",
+        response_model=GalleryItem,
+        responses=errors.responses(401, 403, 404, 503),
+        summary="A gallery photo's label, source, who added it and when",
+    )
+    async def gallery_photo(self, request: Request, photo_id: int, _: Caller = caller("read")) -> GalleryItem:
+        return gallery_item(request, await self.models.photo(photo_id))
+
+    @api.patch(
+        "/api/v1/gallery/{photo_id}",
+        response_model=GalleryItem,
+        responses=errors.responses(401, 403, 404, 422, 503),
+        summary="Relabel a gallery photo",
+        description="Searches on every replica see the new label within the gallery's refresh_interval_s.",
+    )
+    async def relabel_photo(
+        self, request: Request, photo_id: int, body: RelabelRequest, _: Caller = caller("write")
+    ) -> GalleryItem:
+        return gallery_item(request, await self.models.relabel(photo_id, body.label))
+
+    @api.delete(
+        "/api/v1/gallery/{photo_id}",
+        status_code=204,
+        response_class=Response,
+        responses=errors.responses(401, 403, 404, 503),
+        summary="Delete a gallery photo: its row, image and embedding",
+        description="No search on any replica returns it once the gallery's refresh_interval_s has passed.",
+    )
+    async def delete_photo(self, photo_id: int, _: Caller = caller("write")) -> Response:
+        await self.models.delete(photo_id)
+        return Response(status_code=204)
 
     @api.get(
         "/api/v1/gallery/{photo_id}/image",
         response_class=Response,
-        responses={200: {"content": {"image/jpeg": {}}}, **errors.responses(404, 503)},
+        responses={200: {"content": {"image/jpeg": {}}}, **errors.responses(401, 403, 404, 503)},
         summary="A gallery photo's image (JPEG)",
     )
-    async def gallery_image(self, photo_id: int) -> Response:
+    async def gallery_image(self, photo_id: int, _: Caller = caller("read")) -> Response:
         thumbnail = await self.models.thumbnail(photo_id)
         return Response(thumbnail, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
 

@@ -71,7 +71,23 @@ class PredictResponse(BaseModel):
 class GalleryItem(BaseModel):
     id: int
     label: str | None
-    label_source: str = Field(description="folder, user or predicted")
-    source: str
+    label_source: str = Field(description="folder, user, predicted or none")
+    source: str = Field(description="Where the photo came from: upload:<file name>, url:<URL>, seed:, file:")
+    added_by: str | None = Field(description="The API key's name that added it (ui, retriever index; null: open API)")
     added_at: str
-    path: str
+    path: str = Field(description="URL of the photo's image on this server.")
+
+
+class GalleryList(BaseModel):
+    total: int = Field(description="Photos that match the filter, on all pages.")
+    offset: int
+    limit: int
+    photos: list[GalleryItem] = Field(description="Newest first.")
+
+
+class RelabelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"label": "malamute"}]})
+
+    label: str | None = Field(
+        description="The new label (at most 100 characters, no control characters); null or empty: none."
+    )

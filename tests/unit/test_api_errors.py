@@ -13,10 +13,15 @@ from shared.errors import (
     BackendTimeout,
     BackendUnavailable,
     BlockedUrl,
+    IdempotencyConflict,
     ImageTooLarge,
     InvalidArticle,
     InvalidImage,
+    InvalidLabel,
+    NotAllowed,
+    NotAuthenticated,
     PhotoNotFound,
+    RateLimited,
     UnreachableUrl,
 )
 
@@ -30,6 +35,11 @@ RAISED = {
     "no-photo": (PhotoNotFound("No photo 9 in the gallery."), 404),
     "busy": (BackendUnavailable("The summarizer is busy.", retry_after_s=2.4), 503),
     "slow": (BackendTimeout("The vision model did not answer within 45 s; try again."), 503),
+    "bad-label": (InvalidLabel("label: control character U+0000 is not allowed"), 422),
+    "no-key": (NotAuthenticated("An API key is needed."), 401),
+    "no-scope": (NotAllowed("The API key 'reader' does not have the 'write' scope this needs."), 403),
+    "key-reused": (IdempotencyConflict("Idempotency-Key: already used for another photo."), 409),
+    "limited": (RateLimited("Too many requests.", retry_after_s=0.2), 429),
 }
 
 
@@ -58,6 +68,11 @@ def test_each_domain_error_is_its_status_with_its_sentence(client: TestClient, n
 def test_an_unavailable_backend_says_when_to_try_again(client: TestClient):
     assert client.get("/raise/busy").headers["retry-after"] == "2"
     assert client.get("/raise/slow").headers["retry-after"] == "5"
+    assert client.get("/raise/limited").headers["retry-after"] == "1"  # rounded up: never before the next token
+
+
+def test_a_missing_key_says_how_to_authenticate(client: TestClient):
+    assert client.get("/raise/no-key").headers["www-authenticate"] == "Bearer"
 
 
 def test_an_unexpected_error_is_a_500_without_its_details(client: TestClient):
