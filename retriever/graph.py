@@ -19,6 +19,7 @@ from backend.deployments.gallery import Gallery, GallerySettings
 from backend.deployments.summarizer import Summarizer
 from backend.deployments.vision import Vision
 from shared.config import Limits
+from shared.rate_limit import RateLimit
 from ui.app import GradioUI
 from ui.share import Credentials, ShareSettings
 
@@ -44,6 +45,8 @@ class UiArgs(BaseModel):
     share: ShareSettings = ShareSettings()
     # USER:PASSWORD asked before the UI shows (locally and through a share link alike).
     login: Credentials | None = None
+    # Per login (or browser address) on Summarize, Find and Add, as the API's per key; None: no limit.
+    rate_limit: RateLimit | None = None
 
 
 def build_api(args: dict) -> Application:
@@ -65,4 +68,5 @@ def build_ui(args: dict) -> Application:
         settings.max_queue_size,
         settings.share,
         settings.login,
+        settings.rate_limit,
     )

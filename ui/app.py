@@ -18,6 +18,7 @@ from ray import serve
 from backend import telemetry
 from backend.client import ModelClient
 from shared.config import Limits
+from shared.rate_limit import RateLimit
 from ui.blocks import CSS, build_blocks
 from ui.callbacks import Callbacks, warning
 from ui.examples import ARTICLES
@@ -44,9 +45,11 @@ class GradioUI:
         max_queue_size: int,
         share: ShareSettings,
         login: Credentials | None,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         """`backends`: the deployment names of the summarizer, vision and gallery in `backend_app`;
-        `share`: whether (and how) to open a public link to this UI; `login`: asked before the UI shows.
+        `share`: whether (and how) to open a public link to this UI; `login`: asked before the UI shows;
+        `rate_limit`: per login (or browser address) on the actions that run a model.
         Logins not given here come from $RETRIEVER_LOGIN and $RETRIEVER_SHARE_BASIC_AUTH."""
 
         # The model deployments live in another application of the same config, which may still be
@@ -56,7 +59,7 @@ class GradioUI:
 
         models = ModelClient(handle("summarizer"), handle("vision"), handle("gallery"), limits)
         self.thumbnail_dir = Path(tempfile.mkdtemp(prefix="retriever-ui-thumbnails-"))
-        self.callbacks = Callbacks(models, self.thumbnail_dir)
+        self.callbacks = Callbacks(models, self.thumbnail_dir, rate_limit)
         self.concurrency_limit = concurrency_limit
         self.max_queue_size = max_queue_size
         self.max_file_size = limits.max_image_bytes  # uploads over the API's cap stop at Gradio's door

@@ -17,11 +17,26 @@ class Callbacks(Protocol):
 
     async def add(self, photo: str | None, url: str, label: str) -> str: ...
 
+    # The Gallery tab's: each answers (photos, status, view, editor, details, label, confirmation).
+    async def browse(self, label: str) -> tuple: ...
+
+    async def newer(self, view: object) -> tuple: ...
+
+    async def older(self, view: object) -> tuple: ...
+
+    async def select(self, view: object, event: gr.SelectData) -> tuple: ...
+
+    async def relabel(self, view: object, label: str) -> tuple: ...
+
+    async def delete(self, view: object) -> tuple: ...
+
 
 CSS = """
 #summary textarea { font-size: 1.05rem; line-height: 1.5; }
 #summary-info { min-height: 1.5em; color: var(--body-text-color-subdued); }
 #photo-verdict { min-height: 1.5em; font-size: 1.05rem; }
+#gallery-status { min-height: 1.5em; }
+#gallery-details { min-height: 1.5em; }
 #share-link { padding: 0.4em 0.8em; border-radius: var(--radius-md); background: var(--background-fill-secondary); }
 """
 
@@ -118,7 +133,49 @@ def build_blocks(
                         object_fit="cover",
                         elem_id="similar",
                     )
+        with gr.Tab("Gallery") as gallery_tab:
+            with gr.Row(equal_height=True):
+                label_filter = gr.Textbox(
+                    label="Label", placeholder="Every label", scale=4, elem_id="gallery-filter", max_lines=1
+                )
+                show = gr.Button("Show", scale=1, elem_id="gallery-show")
+            status = gr.Markdown(elem_id="gallery-status")
+            grid = gr.Gallery(
+                label="Gallery photos (click one to relabel or delete it)",
+                columns=6,
+                height="auto",
+                object_fit="cover",
+                allow_preview=False,
+                fit_columns=False,  # one photo stays a thumbnail, not a full-width banner
+                elem_id="gallery-grid",
+            )
+            with gr.Row():
+                newer = gr.Button("← Newer", size="sm", elem_id="gallery-newer")
+                older = gr.Button("Older →", size="sm", elem_id="gallery-older")
+            with gr.Group(visible=False, elem_id="gallery-editor") as editor:
+                details = gr.Markdown(elem_id="gallery-details", padding=True)
+                with gr.Row(equal_height=True):
+                    new_label = gr.Textbox(label="Label", scale=3, max_lines=1, elem_id="gallery-label")
+                    relabel = gr.Button("Save label", scale=1, elem_id="gallery-relabel")
+                    delete = gr.Button("Delete photo…", variant="stop", scale=1, elem_id="gallery-delete")
+                with gr.Row(visible=False) as confirm:
+                    gr.Markdown("Delete this photo for good? Searches stop finding it within a second.", padding=True)
+                    confirmed = gr.Button("Yes, delete it", variant="stop", elem_id="gallery-confirm-delete")
+                    cancel = gr.Button("Cancel", elem_id="gallery-cancel-delete")
+            view = gr.State()
         clear.add([article, summary, info])
+        page = [grid, status, view, editor, details, new_label, confirm]
+        show.click(callbacks.browse, inputs=label_filter, outputs=page, api_name="browse_gallery")
+        for event in (gallery_tab.select, label_filter.submit):
+            event(callbacks.browse, inputs=label_filter, outputs=page, api_visibility="private")
+        newer.click(callbacks.newer, inputs=view, outputs=page, api_visibility="private")
+        older.click(callbacks.older, inputs=view, outputs=page, api_visibility="private")
+        grid.select(callbacks.select, inputs=view, outputs=page, api_visibility="private")
+        relabel.click(callbacks.relabel, inputs=[view, new_label], outputs=page, api_visibility="private")
+        new_label.submit(callbacks.relabel, inputs=[view, new_label], outputs=page, api_visibility="private")
+        delete.click(lambda: gr.update(visible=True), outputs=confirm, api_visibility="private")
+        cancel.click(lambda: gr.update(visible=False), outputs=confirm, api_visibility="private")
+        confirmed.click(callbacks.delete, inputs=view, outputs=page, api_visibility="private")
         run.click(callbacks.summarize, inputs=article, outputs=[summary, info], api_name="summarize")
         find.click(callbacks.find, inputs=[photo, url, matches], outputs=[verdict, breeds, similar], api_name="find")
         add.click(callbacks.add, inputs=[photo, url, label], outputs=[verdict], api_name="add")

@@ -5,18 +5,21 @@ left running or a stack trace."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from backend.client import ModelClient
-from backend.models.index import Match
-from shared.errors import BackendUnavailable, InvalidArticle, InvalidImage
+from backend.models.index import StoredPhoto
+from shared.errors import BackendUnavailable, InvalidArticle, InvalidImage, InvalidLabel, PhotoNotFound, RateLimited
+from shared.rate_limit import RateLimit, TokenBuckets
 from shared.schemas import SummarizeOptions
 
 logger = logging.getLogger("ray.serve")
@@ -25,8 +28,12 @@ logger = logging.getLogger("ray.serve")
 PROBLEM_TITLES: list[tuple[type[Exception], str]] = [
     (InvalidArticle, "Cannot summarize"),
     (InvalidImage, "Cannot use this photo"),
+    (InvalidLabel, "Cannot use this label"),
+    (PhotoNotFound, "Not in the gallery"),
+    (RateLimited, "Slow down"),
     (BackendUnavailable, "Try again shortly"),
 ]
+GALLERY_PAGE = 24  # photos per page of the Gallery tab: four rows of six
 HIDDEN_BREEDS = {"value": None, "visible": False}
 
 
@@ -44,21 +51,48 @@ def problem(exc: Exception) -> str:
     return warning("Something went wrong", "the error is logged; try again in a moment.")
 
 
+@dataclass(frozen=True)
+class GalleryView:
+    """What the Gallery tab shows: a page of photos (their ids, newest first), and the one selected."""
+
+    label: str | None = None
+    offset: int = 0
+    total: int = 0
+    ids: tuple[int, ...] = ()
+    selected: int | None = None
+
+
+def caller_of(request: gr.Request | None) -> str:
+    """Whom the UI's rate limit counts: the login, else the browser's address."""
+    if request is None:
+        return "unknown"
+    if request.username:
+        return f"login:{request.username}"
+    return f"address:{request.client.host if request.client else 'unknown'}"
+
+
 class Callbacks:
-    """Summarize, Find and Add, as the UI's buttons call them."""
+    """Summarize, Find and Add, and the Gallery tab's browse, relabel and delete, as the UI's buttons
+    call them. The ones that run a model count against the user's rate limit, if one is set."""
 
-    def __init__(self, models: ModelClient, thumbnail_dir: Path) -> None:
+    def __init__(self, models: ModelClient, thumbnail_dir: Path, rate_limit: RateLimit | None = None) -> None:
         self.models = models
-        # Gallery photos as JPEG files, each written once (a stored photo never changes): Gradio serves
-        # files as they are, where PIL images would be re-encoded (WebP) in every answer.
+        # Gallery photos as JPEG files, each written once (a stored photo's image never changes): Gradio
+        # serves files as they are, where PIL images would be re-encoded (WebP) in every answer.
         self.thumbnail_dir = thumbnail_dir
+        self.buckets = TokenBuckets(rate_limit) if rate_limit else None
 
-    async def summarize(self, article: str) -> AsyncIterator[tuple[str, str]]:
+    def _admit(self, request: gr.Request | None) -> None:
+        if self.buckets is not None:
+            self.buckets.admit(caller_of(request), who="user")
+
+    async def summarize(self, article: str, request: gr.Request | None = None) -> AsyncIterator[tuple[str, str]]:
         """Yields (summary so far, info line). A failure ends with an empty summary (a half-streamed
         one is taken back, not left looking whole) and the reason in the info line."""
         started = time.perf_counter()
         summary = ""
         try:
+            self._admit(request)
             async for piece in self.models.stream_summary(article or "", SummarizeOptions()):
                 summary += piece
                 yield summary, "Summarizing…"
@@ -68,11 +102,18 @@ class Callbacks:
         else:
             yield summary, f"{model} · {time.perf_counter() - started:.2f} s"
 
-    async def find(self, photo: str | None, url: str, matches: int) -> tuple[str, Any, list]:
+    async def find(
+        self, photo: str | None, url: str, matches: int, request: gr.Request | None = None
+    ) -> tuple[str, Any, list]:
         """(verdict, breed label, similar photos); the breed label is hidden when it is not a dog."""
         try:
+            self._admit(request)
             answer = await self.models.find(await self._photo_bytes(photo, url), k=4, n=int(matches), thumbnails=True)
-            similar = await asyncio.to_thread(self._gallery_files, answer.matches)
+            shown = [
+                (m.id, m.thumbnail, f"{m.label or 'unlabelled'} · similarity {m.similarity:.2f}")
+                for m in answer.matches
+            ]
+            similar = await asyncio.to_thread(self._image_files, shown)
         except Exception as exc:
             return problem(exc), gr.update(**HIDDEN_BREEDS), []
         analysis = answer.analysis
@@ -88,10 +129,11 @@ class Callbacks:
         verdict = f"**A dog** (dog score {analysis.dog_score:.2f}), most likely a **{breed}** ({p:.0%})."
         return verdict + answered_by, gr.update(value=dict(top), visible=True), similar
 
-    async def add(self, photo: str | None, url: str, label: str) -> str:
+    async def add(self, photo: str | None, url: str, label: str, request: gr.Request | None = None) -> str:
         try:
+            self._admit(request)
             source = f"url:{url.strip()}" if not photo and url else "upload:ui"
-            stored = await self.models.add(await self._photo_bytes(photo, url), label, source)
+            stored, _ = await self.models.add(await self._photo_bytes(photo, url), label, source, added_by="ui")
         except Exception as exc:
             return problem(exc)
         what = f"{stored.label} ({stored.label_source})" if stored.label else "no label"
@@ -104,15 +146,99 @@ class Callbacks:
             return await self.models.fetch(url.strip())
         raise InvalidImage("Upload a photo or give an image URL first.")
 
-    def _gallery_files(self, matches: list[Match]) -> list[tuple[str, str]]:
-        """The matches as (JPEG file, caption), the gallery component's value."""
+    # ------------------------------------------------------------------ the Gallery tab
+    # Each answers the tab's seven outputs: (photos, status line, view, editor, details, label box,
+    # delete confirmation).
+
+    async def browse(self, label: str) -> tuple:
+        """The newest photos, only those labelled `label` if given."""
+        return await self._page(GalleryView(label=label.strip() or None))
+
+    async def newer(self, view: GalleryView) -> tuple:
+        return await self._page(dataclasses.replace(view, offset=max(0, view.offset - GALLERY_PAGE), selected=None))
+
+    async def older(self, view: GalleryView) -> tuple:
+        offset = view.offset + GALLERY_PAGE if view.offset + GALLERY_PAGE < view.total else view.offset
+        return await self._page(dataclasses.replace(view, offset=offset, selected=None))
+
+    async def select(self, view: GalleryView, event: gr.SelectData) -> tuple:
+        """A photo clicked in the grid: its details and the editor."""
+        photo_id = view.ids[event.index]
+        try:
+            photo = await self.models.photo(photo_id)
+        except Exception as exc:
+            return gr.skip(), problem(exc), view, gr.update(visible=False), "", "", gr.update(visible=False)
+        selected = dataclasses.replace(view, selected=photo_id)
+        return gr.skip(), gr.skip(), selected, gr.update(visible=True), describe(photo), photo.label or "", hidden()
+
+    async def relabel(self, view: GalleryView, label: str) -> tuple:
+        if view.selected is None:
+            return await self._page(view, warning("Nothing selected", "click a photo first."))
+        try:
+            photo = await self.models.relabel(view.selected, label)
+        except Exception as exc:
+            return await self._page(view, problem(exc))
+        what = f"labelled **{photo.label}**" if photo.label else "without a label"
+        return await self._page(view, f"Photo #{photo.id} is now {what}.")
+
+    async def delete(self, view: GalleryView) -> tuple:
+        if view.selected is None:
+            return await self._page(view, warning("Nothing selected", "click a photo first."))
+        try:
+            await self.models.delete(view.selected)
+        except Exception as exc:
+            return await self._page(dataclasses.replace(view, selected=None), problem(exc))
+        return await self._page(dataclasses.replace(view, selected=None), f"Deleted photo #{view.selected}.")
+
+    async def _page(self, view: GalleryView, message: str = "") -> tuple:
+        try:
+            page = await self.models.gallery_page(view.offset, GALLERY_PAGE, view.label)
+            if not page.photos and view.offset:  # the last photo of the last page went: one page back
+                view = dataclasses.replace(view, offset=max(0, view.offset - GALLERY_PAGE))
+                page = await self.models.gallery_page(view.offset, GALLERY_PAGE, view.label)
+            thumbnails = await self.models.thumbnails([photo.id for photo in page.photos])
+        except Exception as exc:
+            return [], problem(exc), view, gr.update(visible=False), "", "", hidden()
+        shown = [
+            (p.id, t, f"#{p.id} · {p.label or 'unlabelled'}") for p, t in zip(page.photos, thumbnails, strict=True)
+        ]
+        files = await asyncio.to_thread(self._image_files, shown)
+        ids = tuple(p.id for p in page.photos)
+        view = dataclasses.replace(
+            view, total=page.total, ids=ids, selected=view.selected if view.selected in ids else None
+        )
+        labelled = f" labelled **{view.label}**" if view.label else ""
+        if page.photos:
+            status = f"Photos {view.offset + 1}–{view.offset + len(ids)} of {page.total}{labelled}, newest first."
+        else:
+            status = f"No photos{labelled}."
+        selected = next((p for p in page.photos if p.id == view.selected), None)
+        editor = gr.update(visible=selected is not None)
+        details, label = (describe(selected), selected.label or "") if selected else ("", "")
+        # A new page with no photo picked: the grid, not a preview of the last one clicked.
+        grid = gr.update(value=files, selected_index=None)
+        return grid, f"{message}\n\n{status}" if message else status, view, editor, details, label, hidden()
+
+    def _image_files(self, images: list[tuple[int, bytes | None, str]]) -> list[tuple[str, str]]:
+        """(photo id, JPEG, caption) as (file, caption), the gallery component's value."""
         shown = []
-        for match in matches:
-            path = self.thumbnail_dir / f"{match.id}.jpg"
-            if not path.exists() and match.thumbnail:
-                partial = path.with_name(f"{match.id}.{uuid.uuid4().hex}.part")
-                partial.write_bytes(match.thumbnail)
+        for photo_id, thumbnail, caption in images:
+            path = self.thumbnail_dir / f"{photo_id}.jpg"
+            if not path.exists() and thumbnail:
+                partial = path.with_name(f"{photo_id}.{uuid.uuid4().hex}.part")
+                partial.write_bytes(thumbnail)
                 partial.replace(path)  # a concurrent answer never sees half a file
             if path.exists():
-                shown.append((str(path), f"{match.label or 'unlabelled'} · similarity {match.similarity:.2f}"))
+                shown.append((str(path), caption))
         return shown
+
+
+def hidden() -> Any:
+    return gr.update(visible=False)
+
+
+def describe(photo: StoredPhoto) -> str:
+    """A gallery photo's details, as the Gallery tab shows the selected one."""
+    label = f"**{photo.label}** ({photo.label_source})" if photo.label else "no label"
+    added = f"added {photo.added_at:%Y-%m-%d %H:%M} UTC" + (f" by {photo.added_by}" if photo.added_by else "")
+    return f"**Photo #{photo.id}** · {label} · from `{photo.source}` · {added}"

@@ -6,6 +6,8 @@ the real app: tests/faults.)"""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,9 +18,11 @@ from ray.exceptions import ActorDiedError
 from ray.serve.exceptions import BackPressureError
 
 from backend.client import ModelClient
-from backend.models.index import Match
+from backend.models.index import GalleryPage, Match, StoredPhoto
 from shared.config import Limits
+from shared.errors import PhotoNotFound
 from shared.images import Embedder, InputSpec
+from shared.rate_limit import RateLimit
 from tests.photos import PHOTOS
 from ui.callbacks import Callbacks
 
@@ -184,3 +188,106 @@ def test_a_find_shows_the_thumbnails_that_came_with_its_matches(tmp_path):
         (str(tmp_path / "8.jpg"), "unlabelled · similarity 0.50"),
     ]
     assert (tmp_path / "7.jpg").read_bytes() == b"\xff\xd8seven"
+
+
+class Calls(Method):
+    """A handle method that answers by calling `function` with the call's arguments."""
+
+    def __init__(self, deployment: str, function) -> None:
+        super().__init__(deployment)
+        self.function = function
+
+    def remote(self, *args):
+        async def answer():
+            return self.function(*args)
+
+        return answer()
+
+
+class StandInGallery:
+    """The Gallery deployment's management methods over a dict of photos, newest id first."""
+
+    def __init__(self, count: int) -> None:
+        now = dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.UTC)
+        self.photos = {
+            i: StoredPhoto(i, "husky" if i % 2 else "pug", "folder", f"seed:{i}.jpg", now) for i in range(1, count + 1)
+        }
+
+    def page(self, offset, limit, label):
+        chosen = [p for i, p in sorted(self.photos.items(), reverse=True) if label is None or p.label == label]
+        return GalleryPage(len(chosen), chosen[offset : offset + limit])
+
+    def photo(self, photo_id):
+        if photo_id not in self.photos:
+            raise PhotoNotFound(f"No photo {photo_id} in the gallery.")
+        return self.photos[photo_id]
+
+    def relabel(self, photo_id, label):
+        self.photos[photo_id] = dataclasses.replace(self.photo(photo_id), label=label, label_source="user")
+        return self.photos[photo_id]
+
+    def delete(self, photo_id):
+        self.photo(photo_id)
+        del self.photos[photo_id]
+
+    def thumbnails(self, ids):
+        return [f"jpeg-{i}".encode() if i in self.photos else None for i in ids]
+
+    def handle(self) -> Handle:
+        names = ("page", "photo", "relabel", "delete", "thumbnails")
+        return Handle(**{name: Calls("Gallery", getattr(self, name)) for name in names})
+
+
+def gallery_tab(tmp_path: Path, photos: int) -> tuple[Callbacks, StandInGallery]:
+    store = StandInGallery(photos)
+    return Callbacks(ModelClient(Handle(), Handle(), store.handle(), Limits()), tmp_path), store
+
+
+def test_the_gallery_tab_pages_through_the_photos_newest_first(tmp_path):
+    ui, _ = gallery_tab(tmp_path, photos=30)
+    grid, status, view, *_ = run(ui.browse(""))
+    files = grid["value"]
+    assert status == "Photos 1–24 of 30, newest first." and view.ids[:2] == (30, 29) and len(files) == 24
+    assert files[0] == (str(tmp_path / "30.jpg"), "#30 · pug") and (tmp_path / "30.jpg").read_bytes() == b"jpeg-30"
+    _, status, view, *_ = run(ui.older(view))
+    assert status == "Photos 25–30 of 30, newest first." and view.ids == (6, 5, 4, 3, 2, 1)
+    assert run(ui.older(view))[2].offset == 24  # no page past the last
+    assert run(ui.newer(view))[2].offset == 0
+    _, status, view, *_ = run(ui.browse("  husky "))
+    assert status == "Photos 1–15 of 15 labelled **husky**, newest first." and set(view.ids) == set(range(1, 30, 2))
+    assert run(ui.browse("beagle"))[1] == "No photos labelled **beagle**."
+
+
+def test_the_gallery_tab_relabels_and_deletes_the_selected_photo(tmp_path):
+    ui, store = gallery_tab(tmp_path, photos=3)
+    view = run(ui.browse(""))[2]
+    _, _, view, editor, details, label, _ = run(ui.select(view, SimpleNamespace(index=1)))
+    assert view.selected == 2 and editor["visible"] is True and label == "pug"
+    assert details.startswith("**Photo #2** · **pug** (folder) · from `seed:2.jpg` · added 2026-12-03 12:00 UTC")
+    _, status, view, _, details, label, _ = run(ui.relabel(view, "  Shiba Inu "))
+    assert status.startswith("Photo #2 is now labelled **Shiba Inu**.") and store.photos[2].label == "Shiba Inu"
+    assert label == "Shiba Inu" and "(user)" in details
+    _, status, _, _, _, _, _ = run(ui.relabel(view, "bad\x00label"))
+    assert status.startswith("⚠️ **Cannot use this label:** label: control character U+0000 is not allowed")
+    assert store.photos[2].label == "Shiba Inu"
+    grid, status, view, editor, *_ = run(ui.delete(view))
+    assert status.startswith("Deleted photo #2.") and 2 not in store.photos and view.selected is None
+    assert editor["visible"] is False and [caption for _, caption in grid["value"]] == ["#3 · husky", "#1 · husky"]
+    # Deleted meanwhile (in another tab, by the CLI): said plainly.
+    gone = dataclasses.replace(view, selected=3)
+    del store.photos[3]
+    assert run(ui.delete(gone))[1].startswith("⚠️ **Not in the gallery:** No photo 3 in the gallery.")
+
+
+def test_a_user_over_the_rate_limit_is_told_to_slow_down(tmp_path):
+    analysis = SimpleNamespace(
+        embedding=np.zeros(EMBEDDER.dim, np.float32), is_dog=False, best_guess="tabby", dog_score=0.01,
+        model="dog-breeds/1", top_breeds=lambda k: [("beagle", 0.5)] * k,
+    )  # fmt: skip
+    vision = Handle(embedder=Method("Vision", result=EMBEDDER), analyse=Method("Vision", result=analysis))
+    gallery = Handle(search=Method("Gallery", result=[]))
+    limit = RateLimit(requests_per_s=0.01, burst=2)
+    ui = Callbacks(ModelClient(Handle(), vision, gallery, Limits()), tmp_path, limit)
+    verdicts = [run(ui.find(str(PHOTOS["cat"]), "", 2))[0] for _ in range(3)]
+    assert [v.startswith("**Not a dog**") for v in verdicts[:2]] == [True, True]
+    assert verdicts[2].startswith("⚠️ **Slow down:** Too many requests: 0.01 per second (bursts of 2) per user")
