@@ -323,14 +323,38 @@ def rayservice(
     workers: int = typer.Option(2, min=1, help="Worker pods."),
     cpus: int = typer.Option(2, min=1, help="CPUs of each pod."),
     memory: str = typer.Option("8Gi", help="Memory of each pod."),
+    api_keys: str | None = typer.Option(
+        None, envvar="RETRIEVER_API_KEYS", metavar="NAME=SECRET:SCOPES,...", help="The API's keys (into the Secret)."
+    ),
+    open_api: bool = typer.Option(False, "--open-api", help="No API keys: anyone who reaches the service may call it."),
+    ray_token: str | None = typer.Option(
+        None, envvar="RAY_AUTH_TOKEN", help="The cluster's Ray token (default: a new random one, in the Secret)."
+    ),
+    tls_secret: str | None = typer.Option(
+        None, help="A kubernetes.io/tls Secret (with ca.crt) for TLS on Ray's traffic between pods."
+    ),
 ) -> None:
     """Print a KubeRay RayService that deploys the config, and the Secret with the cluster settings that
     every pod reads (`retriever rayservice ... | kubectl apply -f -`)."""
+    from backend.api.auth import parse_keys
     from retriever.kuberay import dump, rayservice_manifest
 
+    if api_keys:
+        try:
+            parse_keys(api_keys)
+        except ValueError as exc:
+            typer.echo(f"API keys: {exc}", err=True)  # stdout is the manifest
+            raise typer.Exit(2) from None
+    elif not open_api:
+        typer.echo(
+            "No API keys: the service listens on the pod network. Set RETRIEVER_API_KEYS (or --api-keys), "
+            "or pass --open-api.",
+            err=True,
+        )
+        raise typer.Exit(2)
     manifest = rayservice_manifest(
         load_serve_config(config), name=name, image=image, gallery_url=gallery_url, tracking_uri=tracking_uri,
-        workers=workers, cpus=cpus, memory=memory,
+        workers=workers, cpus=cpus, memory=memory, api_keys=api_keys, ray_token=ray_token, tls_secret=tls_secret,
     )  # fmt: skip
     typer.echo(dump(manifest), nl=False)
 

@@ -16,8 +16,12 @@ GALLERY_URL = "postgresql+psycopg://retriever:secret@postgres.db.svc:5432/retrie
 TRACKING_URI = "http://mlflow.ml.svc:5000"
 
 
+KEYS = "ops=s3cr3t-ops:read+write"
+
+
 def rayservice(*options: str) -> list[dict]:
-    result = CliRunner().invoke(cli, ["rayservice", "--image", "registry.example.org/retriever:1", *options])
+    command = ["rayservice", "--image", "registry.example.org/retriever:1", "--api-keys", KEYS, *options]
+    result = CliRunner().invoke(cli, command)
     assert result.exit_code == 0, result.output
     return list(yaml.safe_load_all(result.output))
 
@@ -49,6 +53,38 @@ def test_the_manifest_deploys_the_serve_config_unchanged_with_the_settings_in_on
     for name, value in secret["stringData"].items():
         monkeypatch.setenv(name, value)
     assert (default_gallery_url(), default_tracking_uri()) == (GALLERY_URL, TRACKING_URI)
+
+
+def test_the_cluster_is_closed_to_strangers_api_keys_ray_token_and_optional_tls(monkeypatch):
+    secret, service = rayservice(
+        "--gallery-url", GALLERY_URL, "--tracking-uri", TRACKING_URI, "--tls-secret", "ray-tls"
+    )
+    assert secret["stringData"]["RETRIEVER_API_KEYS"] == KEYS
+    token = secret["stringData"]["RAY_AUTH_TOKEN"]
+    assert (
+        len(token) == 64
+        and token
+        != rayservice("--gallery-url", GALLERY_URL, "--tracking-uri", TRACKING_URI)[0]["stringData"]["RAY_AUTH_TOKEN"]
+    )  # a new one each time unless given
+    cluster = service["spec"]["rayClusterConfig"]
+    head = cluster["headGroupSpec"]["template"]["spec"]
+    worker = cluster["workerGroupSpecs"][0]["template"]["spec"]
+    for spec in (head, worker):
+        env = {item["name"]: item["value"] for item in spec["containers"][0]["env"]}
+        assert env["RAY_AUTH_MODE"] == "token" and env["RAY_USE_TLS"] == "1"
+        assert env["RAY_TLS_CA_CERT"] == "/etc/ray/tls/ca.crt"
+        assert spec["volumes"] == [{"name": "ray-tls", "secret": {"secretName": "ray-tls"}}]
+        assert spec["containers"][0]["volumeMounts"][0]["mountPath"] == "/etc/ray/tls"
+
+
+def test_an_open_api_on_the_pod_network_must_be_asked_for():
+    base = ["rayservice", "--image", "x", "--gallery-url", GALLERY_URL, "--tracking-uri", TRACKING_URI]
+    refused = CliRunner().invoke(cli, base, env={"RETRIEVER_API_KEYS": ""})
+    assert refused.exit_code == 2 and "No API keys" in refused.output
+    opened = CliRunner().invoke(cli, [*base, "--open-api"], env={"RETRIEVER_API_KEYS": ""})
+    assert opened.exit_code == 0 and "RETRIEVER_API_KEYS" not in opened.output
+    bad = CliRunner().invoke(cli, [*base, "--api-keys", "ops=hunter2:root"])
+    assert bad.exit_code == 2 and "unknown scope" in bad.output and "hunter2" not in bad.output
 
 
 def test_missing_settings_are_refused():
