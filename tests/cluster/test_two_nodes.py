@@ -182,6 +182,39 @@ def test_an_add_through_one_node_is_found_through_the_other(deployed: Deployed):
         deployed.metrics["add_visible_on_both_nodes_within_s"] = round(time.monotonic() - acknowledged, 2)
 
 
+def test_a_relabel_and_a_delete_through_one_node_show_through_the_other(deployed: Deployed):
+    """Through PostgreSQL's change log: every search, whichever Gallery replica answers it, sees the new
+    label, then no longer finds the deleted photo."""
+    with httpx.Client(base_url=deployed.url, timeout=60) as client:
+        photo_id = add(client, "before relabel").json()["id"]
+
+        def labels_seen() -> list[str | None]:
+            """The photo's label in each of SEARCHES searches (n=50: the whole gallery), "" where absent."""
+            seen = []
+            for _ in range(SEARCHES):
+                matches = client.post(
+                    "/api/v1/photos",
+                    files={"file": ("dog.jpg", PHOTOS["dog2"].read_bytes(), "image/jpeg")},
+                    data={"n": "50"},
+                ).json()["top_matches"]
+                seen.append(next((m["class"] for m in matches if m["id"] == photo_id), ""))
+            return seen
+
+        def until(expected: str | None, what: str) -> float:
+            started, deadline = time.monotonic(), time.monotonic() + 60
+            while labels_seen() != [expected] * SEARCHES:
+                assert time.monotonic() < deadline, f"a Gallery replica never saw the {what}"
+                time.sleep(0.2)
+            return round(time.monotonic() - started, 2)
+
+        until("before relabel", "add")
+        assert client.patch(f"/api/v1/gallery/{photo_id}", json={"label": "after relabel"}).status_code == 200
+        deployed.metrics["relabel_visible_on_both_nodes_within_s"] = until("after relabel", "relabel")
+        assert client.delete(f"/api/v1/gallery/{photo_id}").status_code == 204
+        deployed.metrics["delete_visible_on_both_nodes_within_s"] = until("", "delete")
+        assert client.get(f"/api/v1/gallery/{photo_id}").status_code == 404
+
+
 class PhotoLoad:
     """`clients` clients, each sending a photo as soon as its last one is answered, on an event loop in
     a thread of their own, until `stop()`; every answer is kept (when, status, whether a dog was found)."""

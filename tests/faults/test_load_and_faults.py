@@ -187,6 +187,73 @@ def test_concurrent_adds_from_several_clients_all_land(app: App, measurements: d
     measurements["concurrent_adds"] = {"clients": clients, "acknowledged": len(ids), "found": len(ids)}
 
 
+def test_adds_sent_again_with_their_idempotency_keys_after_a_gallery_replica_is_killed_are_stored_once(
+    app: App, measurements: dict
+):
+    """Clients add photos, each with an Idempotency-Key, and send again (same key) whatever got no 201 or
+    200: a 503, a dropped connection. The Gallery replica is SIGKILLed among the adds, so some die with it
+    before, during or after their commit. At the end every key has exactly one photo: none lost, none
+    stored twice."""
+    clients, adds_each, label = 6, 10, "idempotent add"
+    photo = PHOTOS["horse"].read_bytes()
+    answers: dict[str, list[int]] = {}  # key: the statuses it got, in order
+    stored: dict[str, int] = {}  # key: the photo id it was answered with
+    started = threading.Event()
+
+    def client(number: int) -> None:
+        with httpx.Client(base_url=app.url, timeout=120) as http:
+            for i in range(adds_each):
+                key = f"client-{number}-add-{i}"
+                answers[key] = []
+                deadline = time.monotonic() + RECOVERY_LIMIT_S
+                while key not in stored:
+                    assert time.monotonic() < deadline, (key, answers[key])
+                    try:
+                        response = http.post(
+                            "/api/v1/gallery",
+                            files={"file": ("h.jpg", photo, "image/jpeg")},
+                            data={"label": label},
+                            headers={"Idempotency-Key": key},
+                        )
+                    except httpx.HTTPError:
+                        answers[key].append(0)
+                        time.sleep(0.5)
+                        continue
+                    answers[key].append(response.status_code)
+                    if response.status_code in (200, 201):
+                        stored[key] = response.json()["id"]
+                        started.set()
+                    else:
+                        assert response.status_code == 503, response.text
+                        time.sleep(float(response.headers.get("Retry-After", 1)))
+
+    with ThreadPoolExecutor(clients) as pool:
+        running = [pool.submit(client, n) for n in range(clients)]
+        assert started.wait(120), "the adds did not get going"
+        victim = app.replica_pids("Gallery")[0]
+        os.kill(victim, signal.SIGKILL)
+        for future in running:
+            future.result()
+
+    assert len(set(stored.values())) == clients * adds_each  # a photo per key
+    with httpx.Client(base_url=app.url, timeout=60) as http:
+        listed = http.get("/api/v1/gallery", params={"label": label, "limit": 500}).json()
+        assert listed["total"] == clients * adds_each  # and no second one for any key
+        assert {p["id"] for p in listed["photos"]} == set(stored.values())
+        for photo_id in stored.values():
+            http.delete(f"/api/v1/gallery/{photo_id}")
+    statuses = [status for sent in answers.values() for status in sent]
+    measurements["idempotent_adds_through_a_gallery_kill"] = {
+        "keys": len(answers),
+        "sends": len(statuses),
+        "sent_again": sum(len(sent) > 1 for sent in answers.values()),
+        "answered_200_first_answer_again": statuses.count(200),
+        "answered_503": statuses.count(503),
+        "connection_errors": statuses.count(0),
+        "photos_stored": listed["total"],
+    }
+
+
 def kill_whole_app(app: App) -> None:
     """Every process of the app at once, as a power cut would: all stopped first (so none reacts to
     another's death by shutting down cleanly), then all SIGKILLed; then the Ray temp dir it left."""
