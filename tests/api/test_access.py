@@ -4,13 +4,16 @@ keys from a file (tests/conftest.py: api_keys_file), re-read when it changes: th
 there and empties it again afterwards, which opens the API as before."""
 
 import io
+import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
+from tests.api.test_request_ids import log_lines
 from tests.conftest import PHOTOS, with_deployment_config
 
 pytestmark = pytest.mark.serve
@@ -81,7 +84,7 @@ def test_read_routes_need_a_key_with_the_read_scope(client, image_server, route)
             assert response.json()["detail"] == "The API key 'writer' does not have the 'read' scope this needs."
 
 
-def test_write_routes_need_a_key_with_the_write_scope_and_record_its_name(client):
+def test_write_routes_need_a_key_with_the_write_scope_and_record_its_name(client, serve_deployment):
     before = client.get("/api/v1/gallery", params={"limit": 1}, headers=bearer("reader")).json()["total"]
     photo = seed_photo_id(client)
     write_calls = {
@@ -101,6 +104,15 @@ def test_write_routes_need_a_key_with_the_write_scope_and_record_its_name(client
     added = write_calls["add"](bearer("writer"))
     assert added.status_code == 201 and added.json()["added_by"] == "writer"
     new = added.json()["id"]
+    # The key's name is in the request's log line; no secret is in any log.
+    running = serve_deployment[0]
+    [line] = log_lines(running, "Api", added.headers["x-request-id"])
+    assert re.search(r"POST route=/api/v1/gallery status=201 .* key=writer$", line), line
+    logs = Path(running.temp_dir) / "session_latest" / "logs"
+    for path in logs.rglob("*"):
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            assert not any(secret in text for secret in KEYS.values()), path
     relabelled = client.patch(f"/api/v1/gallery/{new}", json={"label": "cheetah"}, headers=bearer("writer"))
     assert relabelled.status_code == 200 and relabelled.json()["label"] == "cheetah"
     assert client.delete(f"/api/v1/gallery/{new}", headers=bearer("writer")).status_code == 204
