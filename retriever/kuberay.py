@@ -23,10 +23,8 @@ TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 SERVE_PORT = 8000  # KubeRay's Serve service points at the head pod's port 8000
 # What every Ray process of the cluster needs, the Serve proxy included (it does not get the
 # applications' runtime_env); LOCAL_ENV's RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER is for a one-machine cluster.
-NODE_ENV = {
-    **{key: value for key, value in LOCAL_ENV.items() if key != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"},
-    "RAY_AUTH_MODE": "token",  # every Ray port asks for RAY_AUTH_TOKEN (from the Secret)
-}
+# Its RAY_AUTH_MODE=token has every Ray port ask for RAY_AUTH_TOKEN (from the Secret).
+NODE_ENV = {key: value for key, value in LOCAL_ENV.items() if key != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
 TLS_DIR = "/etc/ray/tls"  # where a kubernetes.io/tls Secret (ca.crt, tls.crt, tls.key) is mounted
 TLS_ENV = {
     "RAY_USE_TLS": "1",

@@ -23,6 +23,10 @@ import yaml
 # nothing may phone home or reach for a model hub.
 LOCAL_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
+    # Every Ray port asks for the cluster's token (~/.ray/auth_token, made on first start). Ray does this
+    # by itself for a new local cluster, with a warning on the user's screen; said here, it is quiet.
+    # Serve's replicas listen on all interfaces: the token is what keeps strangers out.
+    "RAY_AUTH_MODE": "token",
     # Keeps a one-machine cluster on 127.0.0.1 instead of the host's network address.
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "GRADIO_ANALYTICS_ENABLED": "False",
