@@ -6,6 +6,7 @@ to HTTP answers in one place (backend/api/errors.py). No model code runs here.
 
 # No `from __future__ import annotations` here: Serve ships this class to replicas by value, and
 # FastAPI must evaluate the route annotations (SummarizeRequest, ...) from the function objects.
+import functools
 import logging
 import time
 from typing import Any
@@ -14,6 +15,7 @@ import ray
 from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, Security, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_swagger import patch_fastapi
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -46,8 +48,30 @@ api = FastAPI(
         "`POST /predict/` are the Ray Serve tutorials' routes; `/api/v1/...` is the typed API. "
         "The web UI is at [/ui](/ui)."
     ),
+    # FastAPI's own pages load Swagger UI and ReDoc from a CDN; fastapi-swagger serves Swagger UI from
+    # the app, so that the docs (and their Authorize button) work offline.
+    docs_url=None,
+    redoc_url=None,
+    swagger_ui_oauth2_redirect_url=None,
 )
+patch_fastapi(api, redirect_from_root_to_docs=False)
 errors.install(api)
+
+
+def openapi_without_unset_examples(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, less the `"example": {}` that every query and header parameter gets once Serve
+    has pickled the app: FastAPI's "no example" sentinel does not survive the copy, so each parameter
+    looks as if it had one, and Swagger UI fills the `{}` in as the value to send."""
+    if app.openapi_schema is None:
+        schema = FastAPI.openapi(app)  # cached on the app, and returned as that same dict
+        for operation in (op for path in schema["paths"].values() for op in path.values()):
+            for parameter in operation.get("parameters", []):
+                if parameter.get("example") == {}:
+                    del parameter["example"]
+    return app.openapi_schema
+
+
+api.openapi = functools.partial(openapi_without_unset_examples, api)  # the pickled copy: bound to itself
 logger = logging.getLogger("ray.serve")
 bearer = HTTPBearer(
     auto_error=False,

@@ -7,6 +7,7 @@ import io
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -25,21 +26,28 @@ def bearer(name: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {KEYS[name] if name in KEYS else 'not-a-key'}"} if name else {}
 
 
-@pytest.fixture(scope="module")
-def keyed_app(serve_app: str, api_keys_file) -> Iterator[str]:
-    api_keys_file.write_text("".join(f"{name}={secret}:{SCOPES[name]}\n" for name, secret in KEYS.items()))
+@contextmanager
+def keys_in_force(serve_app: str, api_keys_file: Path, keys: dict[str, str] = KEYS) -> Iterator[None]:
+    """The session app with these keys (name: secret) in its keys file, and open again afterwards."""
+    api_keys_file.write_text("".join(f"{name}={secret}:{SCOPES[name]}\n" for name, secret in keys.items()))
     with httpx.Client(base_url=serve_app, timeout=30) as client:
         try:
             deadline = time.monotonic() + 30
             while client.get("/api/v1/gallery").status_code != 401:  # every Api replica has read the file
                 assert time.monotonic() < deadline
                 time.sleep(0.3)
-            yield serve_app
+            yield
         finally:
             api_keys_file.write_text("")
             while client.get("/api/v1/gallery").status_code != 200:
                 assert time.monotonic() < deadline + 60
                 time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def keyed_app(serve_app: str, api_keys_file: Path) -> Iterator[str]:
+    with keys_in_force(serve_app, api_keys_file):
+        yield serve_app
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +138,9 @@ def test_health_and_docs_stay_open_and_openapi_declares_the_bearer_scheme(client
     for path, method in [("/api/v1/gallery", "post"), ("/api/v1/gallery/{photo_id}", "delete"), ("/predict/", "post")]:
         assert spec["paths"][path][method]["security"] == [{"HTTPBearer": []}]
     assert "security" not in spec["paths"]["/api/v1/ready"]["get"]
+    # No parameter claims an example it does not have (Swagger UI would send it as the value).
+    parameters = [p for path in spec["paths"].values() for op in path.values() for p in op.get("parameters", [])]
+    assert parameters and all("example" not in p for p in parameters)
 
 
 def test_over_its_rate_a_key_gets_429_with_retry_after_then_recovers(client, serve_deployment):

@@ -59,6 +59,8 @@ def scaled_out_config(http_port: int) -> dict:
     # instead of minutes (docs/operations.md: what a cluster sets).
     deployments["Vision"]["max_replicas_per_node"] = 1
     deployments["Vision"]["autoscaling_config"].update(upscale_delay_s=2, downscale_delay_s=6, look_back_period_s=4)
+    # One address sends all the load here: no per-caller rate limit (tests/api/test_access.py tests it).
+    deployments["Api"]["user_config"]["rate_limit"] = None
     return config
 
 
