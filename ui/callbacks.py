@@ -154,10 +154,12 @@ class Callbacks:
         """The newest photos, only those labelled `label` if given."""
         return await self._page(GalleryView(label=label.strip() or None))
 
-    async def newer(self, view: GalleryView) -> tuple:
+    async def newer(self, view: GalleryView | None) -> tuple:
+        view = view or GalleryView()  # before the first page has loaded
         return await self._page(dataclasses.replace(view, offset=max(0, view.offset - GALLERY_PAGE), selected=None))
 
-    async def older(self, view: GalleryView) -> tuple:
+    async def older(self, view: GalleryView | None) -> tuple:
+        view = view or GalleryView()
         offset = view.offset + GALLERY_PAGE if view.offset + GALLERY_PAGE < view.total else view.offset
         return await self._page(dataclasses.replace(view, offset=offset, selected=None))
 
@@ -171,7 +173,8 @@ class Callbacks:
         selected = dataclasses.replace(view, selected=photo_id)
         return gr.skip(), gr.skip(), selected, gr.update(visible=True), describe(photo), photo.label or "", hidden()
 
-    async def relabel(self, view: GalleryView, label: str) -> tuple:
+    async def relabel(self, view: GalleryView | None, label: str) -> tuple:
+        view = view or GalleryView()
         if view.selected is None:
             return await self._page(view, warning("Nothing selected", "click a photo first."))
         try:
@@ -181,7 +184,8 @@ class Callbacks:
         what = f"labelled **{photo.label}**" if photo.label else "without a label"
         return await self._page(view, f"Photo #{photo.id} is now {what}.")
 
-    async def delete(self, view: GalleryView) -> tuple:
+    async def delete(self, view: GalleryView | None) -> tuple:
+        view = view or GalleryView()
         if view.selected is None:
             return await self._page(view, warning("Nothing selected", "click a photo first."))
         try:

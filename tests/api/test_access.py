@@ -14,6 +14,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from backend.api.auth import FILE_CHECK_INTERVAL_S
 from tests.api.test_request_ids import log_lines
 from tests.conftest import PHOTOS, with_deployment_config
 
@@ -33,15 +34,17 @@ def keys_in_force(serve_app: str, api_keys_file: Path, keys: dict[str, str] = KE
     with httpx.Client(base_url=serve_app, timeout=30) as client:
         try:
             deadline = time.monotonic() + 30
-            while client.get("/api/v1/gallery").status_code != 401:  # every Api replica has read the file
+            while client.get("/api/v1/gallery").status_code != 401:  # a replica has read the file
                 assert time.monotonic() < deadline
                 time.sleep(0.3)
+            time.sleep(FILE_CHECK_INTERVAL_S + 0.5)  # and so has every other Api replica
             yield
         finally:
             api_keys_file.write_text("")
             while client.get("/api/v1/gallery").status_code != 200:
                 assert time.monotonic() < deadline + 60
                 time.sleep(0.3)
+            time.sleep(FILE_CHECK_INTERVAL_S + 0.5)  # open on every replica before the next test
 
 
 @pytest.fixture(scope="module")

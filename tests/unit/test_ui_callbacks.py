@@ -256,6 +256,9 @@ def test_the_gallery_tab_pages_through_the_photos_newest_first(tmp_path):
     _, status, view, *_ = run(ui.browse("  husky "))
     assert status == "Photos 1–15 of 15 labelled **husky**, newest first." and set(view.ids) == set(range(1, 30, 2))
     assert run(ui.browse("beagle"))[1] == "No photos labelled **beagle**."
+    # Buttons pressed before the tab's first page loaded: the first page, or a plain line.
+    assert run(ui.older(None))[2].ids[0] == 30  # the newest page
+    assert run(ui.delete(None))[1].startswith("⚠️ **Nothing selected:** click a photo first.")
 
 
 def test_the_gallery_tab_relabels_and_deletes_the_selected_photo(tmp_path):
