@@ -132,6 +132,7 @@ class Access:
         self.buckets = TokenBuckets(rate_limit) if rate_limit else None
 
     def set_rate_limit(self, rate_limit: RateLimit | None) -> None:
+        """A new limit (a `serve deploy`) starts every caller with a full bucket; the same one keeps them."""
         if rate_limit is None or self.buckets is None or self.buckets.limit != rate_limit:
             self.buckets = TokenBuckets(rate_limit) if rate_limit else None
 
