@@ -14,7 +14,8 @@ class Limits(BaseModel):
     max_text_chars: int = Field(100_000, ge=1)
     # How long each route waits on the model deployments before answering 503 (the UI: a message). A
     # summary of a long article takes seconds; a photo takes well under one, but a call that a killed
-    # replica dropped is retried on its replacement, which takes a while to start (~15 s on 2 cores).
+    # replica dropped is retried on its replacement, which takes a while to start (15 s on 2 idle cores,
+    # 30-50 s on 2 busy ones).
     summary_timeout_s: float = Field(120.0, gt=0)  # GET /Summarizer, POST /api/v1/summarize, the UI's Summarize
     photo_timeout_s: float = Field(45.0, gt=0)  # POST /predict/, POST /api/v1/photos, the UI's Find
     gallery_add_timeout_s: float = Field(45.0, gt=0)  # POST /api/v1/gallery, the UI's Add

@@ -333,10 +333,12 @@ class ShareLink:
                     raise ShareError(f"{server} refused the tunnel: {_frp_reason(line)}")
         except ShareError:
             process.kill()  # frpc retries a failed login forever; this attempt is over
+            process.wait()
             raise
         finally:
             timer.cancel()
         if timed_out.is_set():
+            process.wait()  # killed: its pipe can close a moment before it is reaped
             raise ShareError(
                 f"no link within {self.settings.timeout_s:g} s: {server} did not complete the tunnel "
                 "(reachable but not answering as a share server?)."
