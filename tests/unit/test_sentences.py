@@ -1,5 +1,7 @@
+from concurrent.futures import ThreadPoolExecutor
+
 from backend.models.text import split_sentences
-from ui.examples import APOLLO_11
+from ui.examples import APOLLO_11, SOURDOUGH
 
 
 def test_apollo_article_splits_into_its_six_sentences():
@@ -34,3 +36,16 @@ def test_paragraph_breaks_end_sentences_and_punctuation_only_pieces_are_dropped(
 
 def test_text_without_words_has_no_sentences():
     assert split_sentences("  \n\n ... !!! ") == []
+
+
+def test_articles_split_at_once_in_several_threads_split_as_alone():
+    """A Summarizer replica runs its calls on a thread pool: two articles at once must not mix."""
+    alone = {article: split_sentences(article) for article in (APOLLO_11, SOURDOUGH)}
+
+    def split_often(number: int) -> list[list[str]]:
+        article = APOLLO_11 if number % 2 else SOURDOUGH
+        return [split_sentences(article) for _ in range(20)]
+
+    with ThreadPoolExecutor(6) as pool:
+        for number, splits in enumerate(pool.map(split_often, range(12))):
+            assert all(split == alone[APOLLO_11 if number % 2 else SOURDOUGH] for split in splits)
