@@ -4,9 +4,10 @@ serve_config.yaml names these builders as import paths; their `args` come from t
 
     api  (route /)    Api ingress ──handles──> Summarizer, Vision, Gallery ──> Vision
     ui   (route /ui)  GradioUI    ──handles──> the api application's Summarizer, Vision, Gallery
+                              ──handle───> ShareTunnel (only when the UI is shared)
 
-The UI is its own application so that it can stay at one replica while the API scales out, and it
-reaches the same model replicas as the API (no second copy of any model).
+The UI is its own application, with its own request router (a browser session stays on one replica)
+and its own settings; it reaches the same model replicas as the API (no second copy of any model).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from backend.deployments.summarizer import Summarizer
 from backend.deployments.vision import Vision
 from shared.config import Limits
 from shared.rate_limit import RateLimit
-from ui.app import GradioUI
+from ui.app import GradioUI, ShareTunnel
 from ui.share import Credentials, ShareSettings
 
 API_APP = "api"
@@ -36,10 +37,10 @@ class UiArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     limits: Limits = Limits()
     backend_app: str = API_APP
-    # Requests running at once across all UI users; beyond it Gradio queues them and shows the position.
+    # Requests running at once on one UI replica; beyond it Gradio queues them and shows the position.
     concurrency_limit: int = 8
-    # Requests waiting in Gradio's queue across all UI users; past it a user is told the queue is full
-    # (and can try again) instead of waiting behind work that cannot finish in time.
+    # Requests waiting in one UI replica's queue; past it a user is told the queue is full (and can try
+    # again) instead of waiting behind work that cannot finish in time.
     max_queue_size: int = Field(64, ge=1)
     # A public link to the UI through Gradio's tunnel (off unless asked for).
     share: ShareSettings = ShareSettings()
@@ -60,13 +61,16 @@ def build_ui(args: dict) -> Application:
     settings = UiArgs.model_validate(args)
     # The UI reaches the api application's deployments by name: they are deployed by build_api.
     backends = {"summarizer": Summarizer.name, "vision": Vision.name, "gallery": Gallery.name}
+    # One public link for every UI replica, when the UI is shared.
+    tunnel = ShareTunnel.bind(settings.share) if settings.share.enabled else None
     return GradioUI.bind(
         settings.backend_app,
         backends,
         settings.limits,
         settings.concurrency_limit,
         settings.max_queue_size,
-        settings.share,
         settings.login,
         settings.rate_limit,
+        tunnel,
+        settings.share.timeout_s,
     )

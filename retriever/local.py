@@ -46,8 +46,9 @@ LOCAL_ENV = {
     # ...but each log line written when it happens (the optimized path holds 1,000 in memory): a user's
     # request id is in the logs at once, and a replica that dies takes none of its last lines with it.
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
-    # A client's X-Request-ID that is not sane is replaced by the proxy (backend/api/request_ids.py).
-    "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "backend.api.request_ids:proxy_middlewares",
+    # The proxy replaces a client's X-Request-ID that is not sane, and hands a browser's session cookie
+    # to the UI's request router (retriever/proxy.py).
+    "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "retriever.proxy:middlewares",
 }
 
 # Where `retriever up` serves Prometheus metrics and the Ray dashboard (both on 127.0.0.1).

@@ -1,7 +1,6 @@
 """The UI deployment: a Gradio app mounted on FastAPI, holding handles to the backend deployments.
 
-It stays at one replica: Gradio's queue joins on one request and streams results on another, and both
-must reach the same process.
+It runs on as many replicas as the config asks: each browser session stays on one of them (ui/sessions.py).
 """
 
 from __future__ import annotations
@@ -10,10 +9,12 @@ import asyncio
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 from fastapi import FastAPI
 from ray import serve
+from ray.serve.config import RequestRouterConfig
 
 from backend import telemetry
 from backend.client import ModelClient
@@ -22,6 +23,7 @@ from shared.rate_limit import RateLimit
 from ui.blocks import CSS, build_blocks
 from ui.callbacks import Callbacks, warning
 from ui.examples import ARTICLES
+from ui.sessions import HomeReplicaRouter, SessionCookie
 from ui.share import (
     LOGIN_ENV,
     SHARE_BASIC_AUTH_ENV,
@@ -33,7 +35,14 @@ from ui.share import (
 )
 
 
-@serve.deployment(name="GradioUI", num_replicas=1, ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=100)
+@serve.deployment(
+    name="GradioUI",
+    num_replicas=1,
+    ray_actor_options={"num_cpus": 0.1},
+    max_ongoing_requests=100,
+    # Every request of a browser session to the replica that holds it.
+    request_router_config=RequestRouterConfig(request_router_class=HomeReplicaRouter),
+)
 @serve.ingress()
 class GradioUI:
     def __init__(
@@ -43,14 +52,15 @@ class GradioUI:
         limits: Limits,
         concurrency_limit: int,
         max_queue_size: int,
-        share: ShareSettings,
         login: Credentials | None,
         rate_limit: RateLimit | None = None,
+        share_tunnel: Any = None,
+        share_timeout_s: float = 0,
     ) -> None:
         """`backends`: the deployment names of the summarizer, vision and gallery in `backend_app`;
-        `share`: whether (and how) to open a public link to this UI; `login`: asked before the UI shows;
-        `rate_limit`: per login (or browser address) on the actions that run a model.
-        Logins not given here come from $RETRIEVER_LOGIN and $RETRIEVER_SHARE_BASIC_AUTH."""
+        `login`: asked before the UI shows (if None, from $RETRIEVER_LOGIN); `rate_limit`: per login (or
+        browser address) on the actions that run a model; `share_tunnel`: a handle to the ShareTunnel
+        when the UI is shared, whose link is up or given up within `share_timeout_s`."""
 
         # The model deployments live in another application of the same config, which may still be
         # starting when this replica is: take handles without waiting for them to be registered.
@@ -64,22 +74,16 @@ class GradioUI:
         self.max_queue_size = max_queue_size
         self.max_file_size = limits.max_image_bytes  # uploads over the API's cap stop at Gradio's door
         self.login = login or credentials_from_env(LOGIN_ENV)
-        if share.basic_auth is None and (basic_auth := credentials_from_env(SHARE_BASIC_AUTH_ENV)):
-            share = share.model_copy(update={"basic_auth": basic_auth})
-        self.share_timeout_s = share.timeout_s
-        # The link is this replica's: it opens with it and closes with it (frpc also dies if the
-        # replica's process is killed).
-        self.share: ShareLink | None = None
-        telemetry.hold(telemetry.share_link_up(), 0)
-        if share.enabled:
-            port, route_prefix = serve_proxy_route()
-            self.share = ShareLink(share, port, route_prefix, on_status=record_share_status).start()
+        self.share = share_tunnel
+        self.share_timeout_s = share_timeout_s
+        if share_tunnel is None:
+            telemetry.hold(telemetry.share_link_up(), 0)  # said, not left absent: no link is shared
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         blocks = build_blocks(self.callbacks, ARTICLES, self.share_line if self.share else None)
         # Gradio's default concurrency of 1 would serialise every user behind one summary.
         blocks.queue(default_concurrency_limit=self.concurrency_limit, max_size=self.max_queue_size)
-        return gr.mount_gradio_app(
+        app = gr.mount_gradio_app(
             FastAPI(),
             blocks,
             path="/",
@@ -90,12 +94,14 @@ class GradioUI:
             auth=self.login.pair() if self.login else None,
             auth_message="Log in to use Retriever." if self.login else None,
         )
+        app.add_middleware(SessionCookie, replica=serve.get_replica_context().replica_id.unique_id)
+        return app
 
     async def share_link(self, wait_s: float = 0) -> ShareStatus:
         """The share link's status, after waiting up to `wait_s` for it to come up or fail."""
         if self.share is None:
             return ShareStatus("off")
-        return await asyncio.to_thread(self.share.wait, wait_s)
+        return await self.share.status.remote(wait_s)
 
     async def share_line(self) -> str:
         """The line at the top of the UI: the link, or why there is none."""
@@ -107,10 +113,31 @@ class GradioUI:
         return "Creating the share link… reload the page in a moment."
 
     def __del__(self) -> None:  # Serve calls it when it stops the replica
-        if getattr(self, "share", None) is not None:
-            self.share.close()
         if getattr(self, "thumbnail_dir", None) is not None:
             shutil.rmtree(self.thumbnail_dir, ignore_errors=True)
+
+
+@serve.deployment(name="ShareTunnel", num_replicas=1, ray_actor_options={"num_cpus": 0})
+class ShareTunnel:
+    """The UI's public link, one for all UI replicas (it points at the Serve proxy, which spreads
+    sessions over them). It opens with this replica and closes with it; frpc also dies if the
+    replica's process is killed."""
+
+    def __init__(self, settings: ShareSettings) -> None:
+        """Its basic auth, if not given here, comes from $RETRIEVER_SHARE_BASIC_AUTH."""
+        if settings.basic_auth is None and (basic_auth := credentials_from_env(SHARE_BASIC_AUTH_ENV)):
+            settings = settings.model_copy(update={"basic_auth": basic_auth})
+        telemetry.hold(telemetry.share_link_up(), 0)
+        port, route_prefix = serve_proxy_route()
+        self.link = ShareLink(settings, port, route_prefix, on_status=record_share_status).start()
+
+    async def status(self, wait_s: float = 0) -> ShareStatus:
+        """The link's status, after waiting up to `wait_s` for it to come up or fail."""
+        return await asyncio.to_thread(self.link.wait, wait_s)
+
+    def __del__(self) -> None:  # Serve calls it when it stops the replica
+        if getattr(self, "link", None) is not None:
+            self.link.close()
 
 
 def record_share_status(status: ShareStatus) -> None:

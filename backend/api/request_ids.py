@@ -3,21 +3,19 @@ deployment the request touched.
 
 Serve's proxy does the work: its RequestIdMiddleware takes the client's `x-request-id` (or makes a
 UUID), hands it to each replica with the request (Serve writes it in their log lines) and sends it back.
-`proxy_middlewares` runs in front of it in the proxy (RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH, set by
-retriever.local and docs/scale-out.md) and drops a client's id that is not sane, so that Serve makes one
-instead: logs and answers never carry a client's 10 kB of text or a forged log field.
+`SaneRequestId` runs in front of it in the proxy (retriever.proxy) and drops a client's id that is not
+sane, so that Serve makes one instead: logs and answers never carry a client's 10 kB of text or a forged
+log field.
 """
 
 from __future__ import annotations
 
 import re
 
-from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 HEADER = b"x-request-id"
 SANE = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")  # UUIDs, ULIDs, trace ids, "report-42"
-CALLBACK = "backend.api.request_ids:proxy_middlewares"
 
 
 class SaneRequestId:
@@ -35,11 +33,6 @@ class SaneRequestId:
                     kept.append((HEADER, ids[0]))
                 scope = {**scope, "headers": kept}
         await self.app(scope, receive, send)
-
-
-def proxy_middlewares() -> list[Middleware]:
-    """Serve's HTTP proxy callback: middlewares that run before its own."""
-    return [Middleware(SaneRequestId)]
 
 
 def request_id(headers) -> str | None:

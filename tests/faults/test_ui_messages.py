@@ -1,7 +1,8 @@
 """The UI's failure messages through the real app (the same paths tests/unit/test_ui_callbacks.py takes
 with stand-in handles): a busy summarizer, one that does not answer in time, and one whose replica dies
-mid-summary. An app of its own, made to fail: one Summarizer replica takes one request at a time with one
-waiting per caller, and the UI waits 2 s for a summary, far less than a long article takes."""
+mid-summary; and pages whose UI replica dies. An app of its own, made to fail: one Summarizer replica
+takes one request at a time with one waiting per caller, and the UI waits 2 s for a summary, far less
+than a long article takes."""
 
 from __future__ import annotations
 
@@ -14,14 +15,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from bench.app import App
 from retriever.local import load_serve_config
-from tests.conftest import ROOT, guarded_config
+from tests.conftest import PHOTOS, ROOT, guarded_config
 from tests.faults import own_app
 from tests.image_server import ImageServer
 from ui.examples import APOLLO_11
+from ui.sessions import COOKIE, MOVED
 
 # In the browser tests' group, as tests/faults/test_load_and_faults.py explains.
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("browser_name")]
@@ -119,3 +121,59 @@ def test_a_summarizer_replica_that_dies_mid_summary_is_reported(app: App):
     assert (summary, info) == ("", DIED)
     wait_until_ready(app)  # Serve replaces the replica
     assert summarize_in_the_ui(app, APOLLO_11)[0].startswith("HOUSTON")
+
+
+def find_a_dog(page: Page) -> None:
+    page.get_by_role("tab", name="Dog photo").click()
+    page.locator("#photo input[type=file]").set_input_files(str(PHOTOS["dog"]))
+    expect(page.locator("#photo img")).to_be_visible(timeout=60_000)
+    page.locator("#find").click()
+
+
+def test_pages_on_a_ui_replica_that_dies_say_so_and_work_after_a_reload(
+    app: App, browser: Browser, screenshots_dir: Path
+):
+    """Six pages over the two UI replicas, each with an answer on screen; one replica is SIGKILLed. The
+    pages it held say to reload (not a spinner, not Gradio's "session not found"), and work after the
+    reload; the pages on the other replica carry on as if nothing happened."""
+    wait_until_ready(app)
+    contexts = [browser.new_context() for _ in range(6)]
+    try:
+        pages = [context.new_page() for context in contexts]
+        for page in pages:
+            page.goto(app.url + "/ui/")
+            find_a_dog(page)
+        for page in pages:
+            expect(page.locator("#photo-verdict")).to_contain_text("A dog", timeout=60_000)
+        homes = [home_of(context) for context in contexts]
+        assert len(set(homes)) == 2, homes
+
+        victim = app.replica_pids("GradioUI", "ui")[0]
+        os.kill(victim, signal.SIGKILL)
+        for page in pages:  # the same photo again, from the same page
+            page.locator("#find").click()
+        answered, told = [], []
+        for page, home in zip(pages, homes, strict=True):
+            said = page.get_by_text(MOVED).or_(page.locator("#photo-verdict").get_by_text("A dog"))
+            expect(said.first).to_be_visible(timeout=60_000)
+            (told if page.get_by_text(MOVED).count() else answered).append(home)
+        pages[homes.index(told[0])].screenshot(path=screenshots_dir / "ui-replica-died.png", full_page=True)
+        # Exactly the pages of one replica were told, and every page of the other was answered.
+        assert told and answered and set(told) | set(answered) == set(homes), (told, answered)
+        assert not set(told) & set(answered), (told, answered)
+        assert all(home_of(contexts[i]) == home for i, home in enumerate(homes) if home in answered)
+
+        for page, home in zip(pages, homes, strict=True):
+            if home in told:
+                page.reload()
+                find_a_dog(page)
+                expect(page.locator("#photo-verdict")).to_contain_text("A dog", timeout=120_000)
+        moved = {home_of(contexts[i]) for i, home in enumerate(homes) if home in told}
+        assert moved.isdisjoint(told), moved  # a live replica is their home now
+    finally:
+        for context in contexts:
+            context.close()
+
+
+def home_of(context: BrowserContext) -> str:
+    return next(cookie["value"] for cookie in context.cookies() if cookie["name"] == COOKIE)

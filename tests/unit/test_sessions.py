@@ -1,0 +1,94 @@
+"""The two halves of a UI session's home outside Serve: the cookie the replica sets (and what it does
+with a page whose home is another replica), and the proxy's copy of it into Serve's session header.
+The router that reads that header runs in tests/ui/test_sessions.py, across live replicas."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from ui.sessions import COOKIE, MOVED, SessionCookie, SessionHeaderFromCookie, needs_its_session
+
+
+def replica(name: str) -> TestClient:
+    """A client of an app served by the replica `name`, mounted at /ui as Serve mounts it."""
+    app = Starlette(routes=[Route("/{path:path}", lambda request: PlainTextResponse("ok"), methods=["GET", "POST"])])
+    return TestClient(SessionCookie(app, replica=name), base_url="http://ui.test/ui", root_path="/ui")
+
+
+def test_a_browser_without_a_home_is_given_this_replica() -> None:
+    with replica("abc123") as client:
+        page = client.get("/")
+    assert page.status_code == 200
+    assert page.headers["x-retriever-replica"] == "abc123"
+    cookie = page.headers["set-cookie"]
+    assert cookie.startswith(f"{COOKIE}=abc123;") and "Path=/ui" in cookie and "HttpOnly" in cookie
+
+
+def test_a_session_at_home_is_served_and_not_given_a_cookie_again() -> None:
+    with replica("abc123") as client:
+        client.cookies.set(COOKIE, "abc123")
+        answer = client.post("/gradio_api/queue/join", json={})
+    assert answer.status_code == 200 and answer.text == "ok"
+    assert "set-cookie" not in answer.headers
+
+
+@pytest.mark.parametrize("path", ["/gradio_api/queue/join", "/gradio_api/upload", "/gradio_api/file=/tmp/x.png"])
+def test_a_page_whose_home_is_gone_is_told_to_reload(path: str) -> None:
+    with replica("abc123") as client:
+        client.cookies.set(COOKIE, "gone99")
+        answer = client.post(path) if "file=" not in path else client.get(path)
+    assert answer.status_code == 410
+    assert answer.json() == {"detail": MOVED}
+    assert "set-cookie" not in answer.headers  # the same answer until the page is reloaded
+
+
+def test_reloading_that_page_makes_this_replica_its_home() -> None:
+    with replica("abc123") as client:
+        client.cookies.set(COOKIE, "gone99")
+        page = client.get("/")
+    assert page.status_code == 200 and page.headers["set-cookie"].startswith(f"{COOKIE}=abc123;")
+
+
+def test_which_requests_need_their_session() -> None:
+    assert needs_its_session("/ui/gradio_api/queue/join")
+    assert needs_its_session("/ui/gradio_api/queue/data")
+    assert needs_its_session("/ui/gradio_api/upload")
+    assert not needs_its_session("/ui/")
+    assert not needs_its_session("/ui/config")
+    assert not needs_its_session("/ui/assets/index.js")
+    assert not needs_its_session("/ui/gradio_api/info")
+    assert not needs_its_session("/ui/gradio_api/heartbeat/3xk2")
+    assert not needs_its_session("/ui/gradio_api/app_id")
+
+
+def proxied_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The headers Serve's proxy sees after the middleware."""
+    seen: list = []
+
+    async def proxy(scope, receive, send) -> None:
+        seen.extend(scope["headers"])
+
+    asyncio.run(SessionHeaderFromCookie(proxy)({"type": "http", "headers": headers}, None, None))
+    return seen
+
+
+def test_the_proxy_hands_the_cookie_to_the_router_as_the_session() -> None:
+    headers = proxied_headers([(b"cookie", f"access-token=s3cret; {COOKIE}=abc123".encode())])
+    assert (b"x-session-id", b"abc123") in headers
+    assert [name for name, _ in headers].count(b"x-session-id") == 1
+
+
+def test_the_cookie_wins_over_a_session_header_and_a_bad_cookie_is_ignored() -> None:
+    assert proxied_headers([(b"x-session-id", b"other"), (b"cookie", f"{COOKIE}=abc123".encode())]) == [
+        (b"cookie", f"{COOKIE}=abc123".encode()),
+        (b"x-session-id", b"abc123"),
+    ]
+    mangled = [(b"cookie", f"{COOKIE}=ab/../c".encode())]
+    assert proxied_headers(mangled) == mangled
+    assert proxied_headers([(b"x-session-id", b"pinned")]) == [(b"x-session-id", b"pinned")]
