@@ -91,9 +91,9 @@ class HomeReplicaRouter(ConsistentHashRouter):
 
 
 class SessionCookie:
-    """Replica middleware: names this replica as the home of a browser that has none, says so on
-    every answer, and refuses the calls of a page whose home was another replica (which is gone:
-    the router never sends a live home's requests elsewhere)."""
+    """Replica middleware: names this replica as the home of a browser that has none (or that reloads
+    a page whose home is gone), says so on every answer, and refuses the calls of a page whose home was
+    another replica (which is gone: the router never sends a live home's requests elsewhere)."""
 
     def __init__(self, app: ASGIApp, replica: str) -> None:
         self.app = app
@@ -110,7 +110,9 @@ class SessionCookie:
             await moved(scope, receive, send)
             return
         cookie = None
-        if home != self.replica:
+        # A stale page keeps its cookie until it is reloaded: its lazily loaded assets must not make
+        # this replica its home while its uploads and state are still the dead replica's.
+        if home is None or (home != self.replica and is_page_load(scope)):
             path = scope.get("root_path") or "/"
             cookie = f"{COOKIE}={self.replica}; Path={path}; HttpOnly; SameSite=Lax".encode()
 
@@ -132,3 +134,10 @@ def needs_its_session(path: str) -> bool:
     app id (which Gradio's page polls after a lost connection, and reloads itself once it answers)."""
     _, api, call = path.partition("/gradio_api/")
     return bool(api) and not call.startswith(("info", "heartbeat/", "app_id"))
+
+
+def is_page_load(scope: Scope) -> bool:
+    """A browser loading the page itself (a navigation, or a GET of the UI's root)."""
+    root = scope.get("root_path", "")
+    navigation = (b"sec-fetch-dest", b"document") in scope["headers"]
+    return scope["method"] == "GET" and (navigation or scope["path"] in (root, root + "/"))

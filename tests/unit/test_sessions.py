@@ -5,6 +5,7 @@ The router that reads that header runs in tests/ui/test_sessions.py, across live
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from starlette.applications import Starlette
@@ -52,7 +53,19 @@ def test_reloading_that_page_makes_this_replica_its_home() -> None:
     with replica("abc123") as client:
         client.cookies.set(COOKIE, "gone99")
         page = client.get("/")
-    assert page.status_code == 200 and page.headers["set-cookie"].startswith(f"{COOKIE}=abc123;")
+        navigation = client.get("/login", headers={"Sec-Fetch-Dest": "document"})
+    for answer in (page, navigation):
+        assert answer.status_code == 200 and answer.headers["set-cookie"].startswith(f"{COOKIE}=abc123;")
+
+
+def test_until_it_is_reloaded_that_page_keeps_its_old_home() -> None:
+    """What the stale page loads meanwhile (a script for a tab, the heartbeat) does not move it here."""
+    with replica("abc123") as client:
+        client.cookies.set(COOKIE, "gone99")
+        script = client.get("/assets/Index-x1.js", headers={"Sec-Fetch-Dest": "script"})
+        heartbeat = client.get("/gradio_api/heartbeat/3xk2")
+    for answer in (script, heartbeat):
+        assert answer.status_code == 200 and "set-cookie" not in answer.headers
 
 
 def test_which_requests_need_their_session() -> None:
@@ -74,7 +87,10 @@ def proxied_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, byt
     async def proxy(scope, receive, send) -> None:
         seen.extend(scope["headers"])
 
-    asyncio.run(SessionHeaderFromCookie(proxy)({"type": "http", "headers": headers}, None, None))
+    call = SessionHeaderFromCookie(proxy)({"type": "http", "headers": headers}, None, None)
+    # In a thread of its own: after the browser tests, Playwright's event loop runs in this one.
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, call).result()
     return seen
 
 
