@@ -2,6 +2,7 @@
 addresses, the config overrides, and the report's ratios against the targets."""
 
 import asyncio
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -21,11 +22,13 @@ def test_latency_summary_percentiles():
 
 
 def test_load_generator_counts_answers_and_failures_on_loopback():
+    turns, clients = itertools.count(), set()
+
     def build(target, client):
-        paths = iter(["/photos/dog-on-porch.jpg", "/missing"] * 50)
+        clients.add(id(client))
 
         async def request():
-            response = await client.get(next(paths))
+            response = await client.get(["/photos/dog-on-porch.jpg", "/missing"][next(turns) % 2])
             return response.status_code, None
 
         return request
@@ -40,6 +43,7 @@ def test_load_generator_counts_answers_and_failures_on_loopback():
     assert result["sent"] == 20 and result["ok"] == 10
     assert result["statuses"] == {"200": 10, "404": 10}
     assert result["latency_ms"]["n"] == 10 and result["throughput_rps"] > 0
+    assert len(clients) == 4  # a client (cookies) per worker, as each browser has its own
 
 
 @pytest.mark.parametrize("url", ["http://10.0.0.1:8000", "http://example.com", "http://169.254.169.254/"])
