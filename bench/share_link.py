@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,10 +98,10 @@ def main() -> None:
                         lambda base=base: client.get(base + "config").raise_for_status(), args.requests
                     )
             for name, base in (("direct", local), ("link", link)):
-                ui = Client(base, verbose=False, download_files=False)
-                results[f"summary_{name}"] = timings(
-                    lambda ui=ui: ui.predict(APOLLO_11, api_name="/summarize"), args.summaries
-                )
+                with closing(Client(base, verbose=False, download_files=False)) as ui:
+                    results[f"summary_{name}"] = timings(
+                        lambda ui=ui: ui.predict(APOLLO_11, api_name="/summarize"), args.summaries
+                    )
         finally:
             running.stop()
             if OWN_DATA_DIR:

@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -57,7 +58,8 @@ def ui_client(app: App):
 
 def summarize_in_the_ui(app: App, article: str) -> tuple[str, str]:
     """(summary, info line) as the UI's Summarize answers them, through Gradio's queue."""
-    return ui_client(app).predict(article, api_name="/summarize")
+    with closing(ui_client(app)) as client:
+        return client.predict(article, api_name="/summarize")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -102,6 +104,8 @@ def test_summaries_past_the_summarizers_queue_are_told_it_is_busy(app: App):
     clients = [ui_client(app) for _ in range(6)]  # connected first, so that the summaries arrive together
     jobs = [client.submit(LONG_ARTICLE, api_name="/summarize") for client in clients]
     infos = [job.result(timeout=120)[1] for job in jobs]
+    for client in clients:
+        client.close()
     # One runs and one waits; the rest are refused at once. None is left without a message.
     assert infos.count(BUSY) >= 3, infos
     assert set(infos) <= {BUSY, TIMED_OUT}, infos

@@ -1,5 +1,7 @@
 """The Gradio UI in Debian's Chromium, through the Serve proxy, as a user clicks it."""
 
+from contextlib import closing
+
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -61,7 +63,7 @@ def test_article_over_the_limit_is_refused_with_the_limit(ui: Page):
 def test_programs_can_call_the_ui_through_gradio_client(serve_app: str):
     from gradio_client import Client
 
-    client = Client(serve_app + "/ui/", verbose=False, download_files=False)
-    summary, info = client.predict(APOLLO_11, api_name="/summarize")
+    with closing(Client(serve_app + "/ui/", verbose=False, download_files=False)) as client:
+        summary, info = client.predict(APOLLO_11, api_name="/summarize")
     assert summary.startswith("HOUSTON -- Men have landed and walked on the moon.")
     assert "extractive/all-MiniLM-L6-v2" in info

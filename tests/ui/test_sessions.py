@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -113,14 +114,14 @@ def test_gradio_client_programs_at_once_each_stay_on_one_replica(serve_app: str)
 
     def program(number: int) -> str:
         """Summaries and photos from one program; the replica its cookie names."""
-        client = Client(serve_app + "/ui/", verbose=False, download_files=False)
         article = APOLLO_11 if number % 2 else SOURDOUGH
-        for _ in range(ROUNDS):
-            summary, _ = client.predict(article, api_name="/summarize")
-            assert len(picked(article, summary)) == SUMMARY_SENTENCES, summary
-            verdict, _, _ = client.predict(handle_file(str(PHOTOS["dog2"])), "", 3, api_name="/find")
-            assert verdict.startswith("**A dog**"), verdict
-        return client.cookies[COOKIE]
+        with closing(Client(serve_app + "/ui/", verbose=False, download_files=False)) as client:
+            for _ in range(ROUNDS):
+                summary, _ = client.predict(article, api_name="/summarize")
+                assert len(picked(article, summary)) == SUMMARY_SENTENCES, summary
+                verdict, _, _ = client.predict(handle_file(str(PHOTOS["dog2"])), "", 3, api_name="/find")
+                assert verdict.startswith("**A dog**"), verdict
+            return client.cookies[COOKIE]
 
     with ThreadPoolExecutor(SESSIONS) as pool:
         homes = list(pool.map(program, range(SESSIONS)))

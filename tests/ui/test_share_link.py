@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -115,7 +116,8 @@ def test_the_ui_shows_its_link_and_summarizes_through_it(
 def test_programs_call_the_ui_through_the_link(link: str) -> None:
     from gradio_client import Client
 
-    summary, info = Client(link, verbose=False, download_files=False).predict(APOLLO_11, api_name="/summarize")
+    with closing(Client(link, verbose=False, download_files=False)) as client:
+        summary, info = client.predict(APOLLO_11, api_name="/summarize")
     assert summary.startswith("HOUSTON -- Men have landed and walked on the moon.")
     assert "extractive/all-MiniLM-L6-v2" in info
 
@@ -152,8 +154,8 @@ def test_programs_log_in_to_both(protected_link: str) -> None:
     # request, which gradio_client sends without its headers.
     basic = "Basic " + base64.b64encode(":".join(SHARE_SERVER_LOGIN).encode()).decode()
     share_login = {"headers": {"Authorization": basic}, "httpx_kwargs": {"auth": SHARE_SERVER_LOGIN}}
-    client = Client(protected_link, auth=LOGIN, verbose=False, download_files=False, **share_login)
-    summary, _ = client.predict(APOLLO_11, api_name="/summarize")
+    with closing(Client(protected_link, auth=LOGIN, verbose=False, download_files=False, **share_login)) as client:
+        summary, _ = client.predict(APOLLO_11, api_name="/summarize")
     assert summary.startswith("HOUSTON -- Men have landed and walked on the moon.")
     with pytest.raises(ValueError, match="Could not login"):  # a wrong UI password: Gradio's 400
         Client(protected_link, auth=(LOGIN[0], "wrong"), verbose=False, **share_login)
