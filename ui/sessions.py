@@ -12,8 +12,10 @@ of a session must reach the replica that holds it:
 - `HomeReplicaRouter`, GradioUI's request router, sends the request to the replica named there. A
   request with no home, or whose home has gone, starts a session on the replica whose turn it is.
 
-A page whose replica died (or was scaled in) gets a clear answer instead of Gradio's "session not
-found": its calls are refused with 410 and a sentence saying to reload, and the reload makes a new home.
+A replica being removed (scaled in, or replaced by a new version) stays its sessions' home while it
+drains, so their running events finish and their answers' files still load. A page whose replica died
+(or finished draining) gets a clear answer instead of Gradio's "session not found": its calls are
+refused with 410 and a sentence saying to reload, and the reload makes a new home.
 This module runs in the proxy (the router and the header) and in the replica (the cookie): no Gradio.
 """
 
@@ -21,10 +23,11 @@ from __future__ import annotations
 
 import itertools
 import re
+import time
 from typing import Any
 
 from ray.serve.experimental.consistent_hash_router import ConsistentHashRouter
-from ray.serve.request_router import PendingRequest, RunningReplica
+from ray.serve.request_router import PendingRequest, ReplicaID, RunningReplica
 from starlette.requests import cookie_parser
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,6 +38,9 @@ SESSION_HEADER = b"x-session-id"
 # Answers say which replica served them: how tests and operators see where a session lives.
 REPLICA_HEADER = b"x-retriever-replica"
 REPLICA_ID = re.compile(r"[A-Za-z0-9]{1,64}")  # Serve's replica ids are 8 letters and digits
+# How long a removed replica may stay its sessions' home: longer than any graceful_shutdown_timeout_s
+# the UI is given. It leaves sooner when a call or probe finds it dead, as Serve's router does.
+DRAIN_LIMIT_S = 600.0
 MOVED = "The server that held this page stopped, so its uploads and answers are gone. Reload the page to go on."
 
 
@@ -64,8 +70,9 @@ class SessionHeaderFromCookie:
 
 class HomeReplicaRouter(ConsistentHashRouter):
     """GradioUI's request router: a request goes to the replica its session names, waiting for it if
-    it is busy (never elsewhere: no other replica has the session). A request without a live home
-    starts a session: the replicas take turns (then the next one, if that one is full).
+    it is busy (never elsewhere: no other replica has the session), even while that replica drains. A
+    request without a live home starts a session: the running replicas take turns (then the next one,
+    if that one is full).
 
     Ray's ConsistentHashRouter is the base for its routing loop, which keeps each request with the
     replica chosen for it (the default router hands a chosen replica to the oldest waiting request)."""
@@ -73,6 +80,28 @@ class HomeReplicaRouter(ConsistentHashRouter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._turns = itertools.count()
+        # Replicas Serve has stopped routing to that are still draining: id -> (replica, until when)
+        self._draining: dict[ReplicaID, tuple[RunningReplica, float]] = {}
+
+    def update_replicas(self, replicas: list[RunningReplica]) -> None:
+        """Serve's new replica set. A replica left out of it is draining (Serve stops it only once its
+        requests are done, or at its graceful_shutdown_timeout_s): it stays in the router's set, as the
+        home of its sessions only, until it is found dead or DRAIN_LIMIT_S has passed."""
+        now = time.monotonic()
+        running = {replica.replica_id for replica in replicas}
+        for replica_id, replica in self._replicas.items():
+            if replica_id not in running and replica_id not in self._draining:
+                self._draining[replica_id] = (replica, now + DRAIN_LIMIT_S)
+        self._draining = {
+            replica_id: (replica, until)
+            for replica_id, (replica, until) in self._draining.items()
+            if replica_id not in running and until > now
+        }
+        super().update_replicas([*replicas, *(replica for replica, _ in self._draining.values())])
+
+    def on_replica_actor_died(self, replica_id: ReplicaID) -> None:
+        self._draining.pop(replica_id, None)
+        super().on_replica_actor_died(replica_id)
 
     async def choose_replicas(
         self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
@@ -83,9 +112,10 @@ class HomeReplicaRouter(ConsistentHashRouter):
         home = next((r for r_id, r in self._replicas.items() if session and r_id.unique_id == session), None)
         if home is not None:
             return [[home]]
-        if not candidate_replicas:
+        live = [replica for replica in candidate_replicas if replica.replica_id not in self._draining]
+        if not live:
             return []
-        ordered = sorted(candidate_replicas, key=lambda replica: replica.replica_id.unique_id)
+        ordered = sorted(live, key=lambda replica: replica.replica_id.unique_id)
         turn = next(self._turns) % len(ordered)
         return [[replica] for replica in ordered[turn:] + ordered[:turn]]
 

@@ -1,6 +1,7 @@
-"""The two halves of a UI session's home outside Serve: the cookie the replica sets (and what it does
-with a page whose home is another replica), and the proxy's copy of it into Serve's session header.
-The router that reads that header runs in tests/ui/test_sessions.py, across live replicas."""
+"""A UI session's home, piece by piece: the cookie the replica sets (and what it does with a page whose
+home is another replica), the proxy's copy of it into Serve's session header, and the router's choices
+(on Ray's own stand-in replicas, as Ray's router tests do). They run together across live replicas in
+tests/ui/test_sessions.py and tests/ui/test_scale_in.py."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from ui.sessions import COOKIE, MOVED, SessionCookie, SessionHeaderFromCookie, needs_its_session
+from ui.sessions import COOKIE, MOVED, HomeReplicaRouter, SessionCookie, SessionHeaderFromCookie, needs_its_session
 
 
 def replica(name: str) -> TestClient:
@@ -108,3 +109,31 @@ def test_the_cookie_wins_over_a_session_header_and_a_bad_cookie_is_ignored() -> 
     mangled = [(b"cookie", f"{COOKIE}=ab/../c".encode())]
     assert proxied_headers(mangled) == mangled
     assert proxied_headers([(b"x-session-id", b"pinned")]) == [(b"x-session-id", b"pinned")]
+
+
+def test_the_router_keeps_a_draining_replica_as_its_sessions_home_only() -> None:
+    from ray.serve._private.common import DeploymentHandleSource, DeploymentID, RequestMetadata
+    from ray.serve._private.test_utils import FakeRunningReplica
+    from ray.serve.request_router import PendingRequest
+
+    async def chosen(router: HomeReplicaRouter, session: str) -> str:
+        request = PendingRequest(args=[], kwargs={}, metadata=RequestMetadata("r", "i", session_id=session))
+        ranked = await router.choose_replicas(list(router.curr_replicas.values()), request)
+        return ranked[0][0].replica_id.unique_id
+
+    async def routes() -> None:  # the router runs on the loop it was made on
+        router = HomeReplicaRouter(DeploymentID(name="GradioUI", app_name="ui"), DeploymentHandleSource.UNKNOWN)
+        old, new = FakeRunningReplica("old"), FakeRunningReplica("new")
+        router.update_replicas([old, new])
+        assert {await chosen(router, "") for _ in range(4)} == {"old", "new"}  # new sessions take turns
+        assert await chosen(router, "old") == "old"
+
+        router.update_replicas([new])  # Serve stops routing to `old`: it drains
+        assert await chosen(router, "old") == "old"  # its sessions stay until it is gone
+        assert {await chosen(router, "") for _ in range(4)} == {"new"}  # no new session starts there
+
+        router.on_replica_actor_died(old.replica_id)  # a call or probe found it dead
+        assert await chosen(router, "old") == "new"  # a new home (whose replica tells the page to reload)
+
+    with ThreadPoolExecutor(1) as pool:  # after the browser tests, Playwright's loop runs in this thread
+        pool.submit(asyncio.run, routes()).result()
