@@ -39,7 +39,7 @@ from ui.share import (
     name="GradioUI",
     num_replicas=1,
     ray_actor_options={"num_cpus": 0.1},
-    max_ongoing_requests=100,
+    max_ongoing_requests=1000,  # every open page holds one (Gradio's heartbeat): serve_config.yaml
     # Every request of a browser session to the replica that holds it.
     request_router_config=RequestRouterConfig(request_router_class=HomeReplicaRouter),
 )

@@ -1,20 +1,25 @@
 """The UI on two replicas, as the default config runs it: many browser sessions and gradio_client
-programs at once, each kept on one replica (ui/sessions.py), every answer in the page that asked.
+programs at once, each kept on one replica (ui/sessions.py), every answer in the page that asked; and
+more open pages on one replica than Serve's default request limit.
 
 Where a session lives is read from the replicas themselves: every answer names the replica that served
 it (`x-retriever-replica`, set in the replica), so spreading is proven, not assumed."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
+from contextlib import AsyncExitStack, closing
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Response, expect
 
 from backend.models.text import split_sentences
+from bench.load import GradioProtocol
 from tests.conftest import PHOTOS
 from ui.examples import APOLLO_11, SOURDOUGH
 from ui.sessions import COOKIE, REPLICA_HEADER
@@ -126,3 +131,31 @@ def test_gradio_client_programs_at_once_each_stay_on_one_replica(serve_app: str)
     with ThreadPoolExecutor(SESSIONS) as pool:
         homes = list(pool.map(program, range(SESSIONS)))
     assert len(set(homes)) == 2, homes  # spread over both replicas, and none lost an event
+
+
+OPEN_PAGES = 150  # more than Serve's usual 100 requests at once per replica
+
+
+def test_one_replica_holds_more_open_pages_than_serve_would_by_default(serve_app: str) -> None:
+    """Every open page holds a request on its replica (Gradio's heartbeat stream). With OPEN_PAGES of
+    them on one replica (heartbeats with one cookie, as from that many tabs), a page there still loads
+    and summarizes."""
+
+    async def pages_then_a_summary() -> tuple[set[str], int]:
+        limits = httpx.Limits(max_connections=OPEN_PAGES + 8)
+        async with httpx.AsyncClient(base_url=serve_app, timeout=60, limits=limits) as client:
+            replicas = {(await client.get("/ui/")).headers[REPLICA]}  # its cookie: all below go there
+            async with AsyncExitStack() as heartbeats:
+                for _ in range(OPEN_PAGES):
+                    url = f"/ui/gradio_api/heartbeat/{uuid.uuid4().hex}"
+                    page = await heartbeats.enter_async_context(client.stream("GET", url))
+                    assert page.status_code == 200
+                    replicas.add(page.headers[REPLICA])
+                config = await client.get("/ui/config")
+                replicas.add(config.headers[REPLICA])
+                status, _ = await GradioProtocol(client).call("summarize", [APOLLO_11])
+        return replicas, status
+
+    with ThreadPoolExecutor(1) as pool:  # Playwright's loop runs in this thread
+        replicas, status = pool.submit(asyncio.run, pages_then_a_summary()).result()
+    assert len(replicas) == 1 and status == 200, (replicas, status)
