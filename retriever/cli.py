@@ -103,6 +103,8 @@ def up(
     # In a process of its own: MLflow and torch, imported here, would hold ~200 MB for as long as the app runs.
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as apart:
         apart.submit(_bootstrap_registry, serve_config).result()
+    # Ray's and Serve's own lines go to the log files (the dashboard shows them): the status line says it.
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
     with console.status("Starting Ray and deploying the applications (first start loads the models)…") as status:
         running = start_local_serve(
             serve_config,
@@ -112,6 +114,7 @@ def up(
             on_status=lambda states: status.update(
                 "Deploying: " + ", ".join(f"{name} {state}" for name, state in states.items())
             ),
+            log_to_driver=False,
         )
     console.print(f"[green]Ready[/] in {time.monotonic() - started:.0f} s.")
     console.print(f"  UI        {running.url}/ui/")

@@ -174,9 +174,11 @@ def start_local_serve(
     num_cpus: int | None = None,
     timeout_s: float = 900,
     on_status: Callable[[dict[str, str]], None] | None = None,
+    log_to_driver: bool = True,
 ) -> LocalServe:
     """Start Ray on this machine, deploy every application of the config (a file, or its loaded and
-    edited dict), and wait until all run. `metrics_port`, `dashboard_port`: as start_private_ray."""
+    edited dict), and wait until all run. `metrics_port`, `dashboard_port`: as start_private_ray.
+    `log_to_driver=False`: Ray's processes log only to their files, not to this process's terminal."""
     apply_local_env()
     from ray.serve._private import api as serve_private_api
     from ray.serve.config import gRPCOptions
@@ -188,7 +190,11 @@ def start_local_serve(
         config = {**config, "http_options": {**config.get("http_options", {}), "port": http_port}}
     config = ServeDeploySchema.model_validate(config)
     temp_dir = start_private_ray(
-        num_cpus=num_cpus, metrics_port=metrics_port, dashboard_port=dashboard_port, namespace="serve"
+        num_cpus=num_cpus,
+        metrics_port=metrics_port,
+        dashboard_port=dashboard_port,
+        namespace="serve",
+        log_to_driver=log_to_driver,
     )
     running = LocalServe(config.http_options.host, config.http_options.port, temp_dir, metrics_port, dashboard_port)
     try:
