@@ -6,6 +6,7 @@ import copy
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -23,6 +24,9 @@ netguard.install()
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 METRICS_INTERVAL_ENV = "RAY_metrics_report_interval_ms"
+
+if TYPE_CHECKING:
+    from playwright.sync_api import BrowserContext
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -111,6 +115,13 @@ def guarded_config(config: dict, image_server_port: int) -> dict:
         if app["name"] == "ui":
             app["args"]["rate_limit"] = None
     return with_deployment_config(config, "Api", user_config={"rate_limit": None})
+
+
+def home_of(context: BrowserContext) -> str:
+    """The UI replica a browser context's session cookie names (ui/sessions.py)."""
+    from ui.sessions import COOKIE
+
+    return next(cookie["value"] for cookie in context.cookies() if cookie["name"] == COOKIE)
 
 
 def with_deployment_config(config: dict, deployment: str, **fields: object) -> dict:

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from bench.app import App
 from retriever.local import load_serve_config
-from tests.conftest import PHOTOS, ROOT, guarded_config
+from tests.conftest import PHOTOS, ROOT, guarded_config, home_of
 from tests.faults import own_app
 from tests.image_server import ImageServer
 from ui.examples import APOLLO_11
-from ui.sessions import COOKIE, MOVED
+from ui.sessions import MOVED
 
 # In the browser tests' group, as tests/faults/test_load_and_faults.py explains.
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("browser_name")]
@@ -200,7 +200,3 @@ def test_pages_on_a_ui_replica_that_dies_say_so_and_work_after_a_reload(
     path = Path(pytestconfig.getoption("--output")) / "ui-replica-killed.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(figures, indent=2) + "\n")
-
-
-def home_of(context: BrowserContext) -> str:
-    return next(cookie["value"] for cookie in context.cookies() if cookie["name"] == COOKIE)

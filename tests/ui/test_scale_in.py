@@ -17,9 +17,9 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from backend.models.text import split_sentences
 from retriever.local import LocalServe
-from tests.conftest import PHOTOS
+from tests.conftest import PHOTOS, home_of
 from ui.examples import APOLLO_11, SOURDOUGH
-from ui.sessions import COOKIE, MOVED
+from ui.sessions import MOVED
 
 pytestmark = pytest.mark.serve
 
@@ -94,10 +94,6 @@ def wait_for_a_stopping_ui_replica(timeout_s: float = 30) -> None:
     while "STOPPING" not in serve.status().applications["ui"].deployments["GradioUI"].replica_states:
         assert time.monotonic() < deadline, "no UI replica was stopped"
         time.sleep(0.1)
-
-
-def home_of(context: BrowserContext) -> str:
-    return next(cookie["value"] for cookie in context.cookies() if cookie["name"] == COOKIE)
 
 
 def find(page: Page, k: int, upload: bool = True) -> None:

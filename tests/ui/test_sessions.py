@@ -1,6 +1,6 @@
 """The UI on two replicas, as the default config runs it: many browser sessions and gradio_client
 programs at once, each kept on one replica (ui/sessions.py), every answer in the page that asked; and
-more open pages on one replica than Serve's default request limit.
+150 open pages on one replica.
 
 Where a session lives is read from the replicas themselves: every answer names the replica that served
 it (`x-retriever-replica`, set in the replica), so spreading is proven, not assumed."""
@@ -133,10 +133,10 @@ def test_gradio_client_programs_at_once_each_stay_on_one_replica(serve_app: str)
     assert len(set(homes)) == 2, homes  # spread over both replicas, and none lost an event
 
 
-OPEN_PAGES = 150  # more than Serve's usual 100 requests at once per replica
+OPEN_PAGES = 150  # more than the 100 requests at once a UI replica took before
 
 
-def test_one_replica_holds_more_open_pages_than_serve_would_by_default(serve_app: str) -> None:
+def test_one_replica_holds_150_open_pages_and_still_answers(serve_app: str) -> None:
     """Every open page holds a request on its replica (Gradio's heartbeat stream). With OPEN_PAGES of
     them on one replica (heartbeats with one cookie, as from that many tabs), a page there still loads
     and summarizes."""
