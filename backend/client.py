@@ -25,8 +25,8 @@ from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from backend import telemetry
+from backend.models.analysis import ImageAnalysis
 from backend.models.index import GalleryPage, Match, StoredPhoto, clean_label
-from backend.models.vision import ImageAnalysis
 from shared.config import Limits
 from shared.errors import (
     BackendTimeout,

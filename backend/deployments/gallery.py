@@ -20,6 +20,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from backend import telemetry
 from backend.data import default_gallery_url
+from backend.models.analysis import ImageAnalysis
 from backend.models.index import (
     GalleryPage,
     GalleryStore,
@@ -29,7 +30,6 @@ from backend.models.index import (
     gallery_label,
     labelled_images,
 )
-from backend.models.vision import ImageAnalysis
 from shared.config import Limits
 from shared.errors import BackendUnavailable
 from shared.images import Embedder, decode_image, thumbnail_jpeg, to_model_input

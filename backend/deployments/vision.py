@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 
 from backend import telemetry
-from backend.models.vision import ImageAnalysis, VisionModel
+from backend.models.analysis import ImageAnalysis
+from backend.models.vision import VisionModel
 from backend.models.vision_loader import VisionKind, load_pinned, pin_vision_model
 from shared.images import Embedder
 from shared.schemas import DeploymentStatus
