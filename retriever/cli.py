@@ -69,8 +69,16 @@ def up(
         envvar="RETRIEVER_METRICS_PORT",
         help="Prometheus metrics on 127.0.0.1:PORT/metrics (0: any free port).",
     ),
+    dashboard: bool = typer.Option(
+        False,
+        "--dashboard/--no-dashboard",
+        envvar="RETRIEVER_DASHBOARD",
+        help="Also start Ray's dashboard (replicas, logs and Serve's metrics in a browser; ~300 MB more).",
+    ),
     dashboard_port: int = typer.Option(
-        DASHBOARD_PORT, envvar="RETRIEVER_DASHBOARD_PORT", help="Ray's dashboard on 127.0.0.1:PORT (0: any free port)."
+        DASHBOARD_PORT,
+        envvar="RETRIEVER_DASHBOARD_PORT",
+        help="Ray's dashboard on 127.0.0.1:PORT, with --dashboard (0: any free port).",
     ),
     open_api: bool = typer.Option(
         False, "--open-api", help="Serve the API without API keys even when it listens beyond loopback."
@@ -95,9 +103,10 @@ def up(
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
     keys = _api_keys(serve_config, open_api)
-    metrics_port, dashboard_port = metrics_port or free_port(), dashboard_port or free_port()
+    metrics_port = metrics_port or free_port()
+    dashboard_port = (dashboard_port or free_port()) if dashboard else None
     for option, value in (("--metrics-port", metrics_port), ("--dashboard-port", dashboard_port)):
-        if port_in_use(value):
+        if value is not None and port_in_use(value):
             console.print(f"[red]Port {value} is in use on 127.0.0.1[/]: choose another with {option} PORT.")
             raise typer.Exit(2)
     # In a process of its own: MLflow and torch, imported here, would hold ~200 MB for as long as the app runs.
@@ -122,7 +131,10 @@ def up(
     console.print(f"  Readiness {running.url}/api/v1/ready")
     console.print(f"  API keys  {keys}")
     console.print(f"  Metrics   {running.metrics_url}  (Prometheus: docs/operations.md)")
-    console.print(f"  Ray       {running.dashboard_url}  (the Ray dashboard: replicas, logs, Serve's metrics)")
+    if running.dashboard_url:
+        console.print(f"  Ray       {running.dashboard_url}  (the Ray dashboard: replicas, logs, Serve's metrics)")
+    else:
+        console.print("  Ray       dashboard off (--dashboard starts it: replicas, logs, Serve's metrics)")
     console.print(f"  Tutorial  curl '{running.url}/Summarizer?txt=Paste+an+article+here.+It+has+sentences.'")
     _print_share_link(serve_config)
     console.print("Press Ctrl-C to stop.")
@@ -533,7 +545,7 @@ def with_ui_settings(
     """The config with the UI application's `share` args changed and its logins set, all validated
     (a bad value is a message here, not a failed deployment). The logins travel in the application's
     environment, not its args: Ray logs application args."""
-    from retriever.graph import UiArgs
+    from retriever.app_args import UiArgs
     from ui.share import LOGIN_ENV, SHARE_BASIC_AUTH_ENV, Credentials
 
     serve_config = copy.deepcopy(serve_config)
