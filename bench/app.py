@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import yaml
 
-from bench.stats import pss_mib, tree_pids
+from bench.stats import ProcessSample, pss_mib, sample_processes, tree_pids
 from retriever.local import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,6 +115,10 @@ class App:
     def memory_mib(self) -> float:
         """The whole app: `retriever up`, its Ray cluster and every replica (PSS, shared pages once)."""
         return pss_mib(tree_pids(self.process.pid))
+
+    def processes(self) -> list[ProcessSample]:
+        """Every process of the app now: its role, CPU time so far, PSS, and whether it holds torch."""
+        return sample_processes(tree_pids(self.process.pid))
 
     def stop(self) -> float:
         """SIGTERM, as `kill PID`; every process of the app is killed if it has not ended in 120 s."""

@@ -115,7 +115,7 @@ def batched(seconds: float = 20, batch: int = 8, threads: int = TORCH_THREADS, p
     pixels = to_model_input(decode_image(PHOTO.read_bytes(), Limits()), model.input_spec)
     images = [pixels] * batch
     model.analyse(images)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
 
     def run_passes() -> int:
         done = 0
@@ -126,7 +126,7 @@ def batched(seconds: float = 20, batch: int = 8, threads: int = TORCH_THREADS, p
 
     with ThreadPoolExecutor(passes) as pool:
         done = sum(pool.map(lambda _: run_passes(), range(passes)))
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     emit(
         {
             "threads": threads,
@@ -135,6 +135,8 @@ def batched(seconds: float = 20, batch: int = 8, threads: int = TORCH_THREADS, p
             "images": done,
             "elapsed_s": round(elapsed, 2),
             "throughput_ips": round(done / elapsed, 2),
+            # The forward pass's own CPU per image: what P2 subtracts from the app's CPU per photo.
+            "cpu_ms_per_image": round(cpu / done * 1000, 2),
         }
     )
 
@@ -269,6 +271,8 @@ def search(
         index = VectorIndex(dim, ann_threshold=1)
         index.extend_arrays(ids, [None] * size, vectors)
         build_s = time.perf_counter() - started
+        # The floor exact search cannot beat: one read of the float32 matrix (a sum over it).
+        floor_ms = latency_summary(timed_ms(lambda v=vectors: float(v.sum()), 20))
         del vectors
         # All exact queries, then all ANN ones: interleaved, FAISS's spinning OpenMP threads slow numpy.
         truth, exact_ms, found, ann_ms = [], [], [], []
@@ -286,6 +290,7 @@ def search(
                 "vectors": size,
                 "dim": dim,
                 "exact_ms": latency_summary(exact_ms),
+                "matrix_read_ms": floor_ms,
                 "ann_ms": latency_summary(ann_ms),
                 "ann_recall_at_k": round(recall, 4),
                 "ann_build_s": round(build_s, 1),
@@ -294,6 +299,27 @@ def search(
         )
         del index
     emit({"k": k, "queries": queries, "clusters": clusters, "sizes": results})
+
+
+@cli.command()
+def floor() -> None:
+    """P7's floor: one process importing what the app's processes import and loading both models as the
+    replicas do (the breed model from the registry in $RETRIEVER_DATA_DIR, which the app's first run
+    filled; the sentence encoder). The harness times this process from start to exit."""
+    started = time.perf_counter()
+    import torch  # noqa: F401
+    from ray import serve  # noqa: F401
+
+    import backend.api.ingress  # noqa: F401
+    import ui.app  # noqa: F401
+    from backend.models.registry import DEFAULT_MODEL, Registry
+    from backend.models.text import ExtractiveSummarizer
+
+    imported = time.perf_counter()
+    registry = Registry(None)
+    registry.load(registry.resolve(DEFAULT_MODEL))
+    ExtractiveSummarizer.load()
+    emit({"import_s": round(imported - started, 2), "load_s": round(time.perf_counter() - imported, 2)})
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from rich.console import Console
 from backend.deployments.summarizer import SummarizerSettings
 from bench.app import App, bench_config, user_config
 from bench.report import write_report
+from bench.stats import cpu_by_role, memory_by_role
 from retriever.local import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,9 +39,16 @@ cli = typer.Typer(add_completion=False)
 ALL = ("B1", "B2", "B3", "B4", "B5", "B6")
 
 
-def worker(*args: str, timeout_s: float = 1800) -> dict[str, Any]:
+def worker(*args: str, timeout_s: float = 1800, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run `python -m bench.<module> ...` as its own process; its last stdout line is the JSON result."""
-    done = subprocess.run([PYTHON, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
+    done = subprocess.run(
+        [PYTHON, "-m", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env={**os.environ, **(env or {})},
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -175,14 +183,21 @@ def run_all(
             try:
                 serve_benchmarks(app, wanted, results, requests, image_url)
                 results.setdefault("B6", {})["memory_mib_after_load"] = round(app.memory_mib())
+                results["B6"]["memory_after_load"] = memory_by_role(app.processes())
             finally:
                 results.setdefault("B6", {})["stop_s"] = round(app.stop(), 1)
             results["B6"]["cold_start_first_run_s"] = round(cold, 1)
         if "B6" in wanted:
+            console.rule("Restart floor: one process imports what the app imports and loads both models")
+            started = time.perf_counter()
+            floor = worker("bench.baselines", "floor", env={"RETRIEVER_DATA_DIR": str(work / "data")})
+            results["B6"]["floor"] = {**floor, "total_s": round(time.perf_counter() - started, 1)}
+            console.print(f"  floor {results['B6']['floor']}")
             restart = App(bench_config(overrides), free_port(), work / "data", work, app_env)
             console.rule("Restart (same data dir)")
             results["B6"]["cold_start_s"] = round(restart.start(), 1)
             results["B6"]["memory_mib_idle"] = round(restart.memory_mib())
+            results["B6"]["memory_idle"] = memory_by_role(restart.processes())
             restart.stop()
         if wanted & {"B4"}:
             console.rule("Abstractive summaries (t5-small-shaped, random weights) through the UI")
@@ -214,10 +229,18 @@ def serve_benchmarks(app: App, wanted, results: dict, requests: int, image_url: 
         }
     if "B2" in wanted:
         console.rule("B2: throughput vs concurrency")
-        results["B2"] = {
-            str(c): load(app.url, "api-photo", concurrency=c, requests=max(60, 12 * c), max_seconds=90)
-            for c in (1, 4, 16, 32)
-        }
+        results["B2"] = {}
+        for c in (1, 4, 16, 32):
+            before = app.processes()
+            result = load(app.url, "api-photo", concurrency=c, requests=max(60, 12 * c), max_seconds=90)
+            # P2: the CPU every app process spent per answered photo, by role (the load generator's not counted).
+            answered = max(1, result["ok"])
+            result["cpu_ms_per_request"] = {
+                role: round(seconds * 1000 / answered, 2)
+                for role, seconds in cpu_by_role(before, app.processes()).items()
+            }
+            results["B2"][str(c)] = result
+        console.print(f"  CPU ms per photo at 16: {results['B2']['16']['cpu_ms_per_request']}")
     if "B3" in wanted:
         results.setdefault("B3", {})["ours"] = load(app.url, "api-predict-url", requests=requests, image_url=image_url)
     if "B4" in wanted:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def latency_summary(milliseconds: list[float]) -> dict[str, float]:
@@ -52,6 +57,72 @@ def pss_mib(pids: list[int]) -> float:
         except OSError:
             pass
     return total_kib / 1024
+
+
+@dataclass(frozen=True)
+class ProcessSample:
+    """One process of the app at one moment, from /proc."""
+
+    pid: int
+    title: str  # its command line's first word (Ray titles its processes: ray::ServeReplica:api:Vision)
+    role: str  # what it is to the app: "Vision", "Serve proxy", "Ray" (its own processes), ...
+    cpu_s: float  # user + system CPU since it started
+    pss_mib: float
+    torch: bool  # whether torch's library is loaded in it
+
+
+def role_of(title: str) -> str:
+    """A process of the app by its title: a replica by deployment, Serve's proxy and controller, the rest
+    (GCS, raylet, dashboard, agents, `retriever up` itself) as "Ray and the driver"."""
+    if title.startswith("ray::ServeReplica:"):
+        return title.removeprefix("ray::ServeReplica:").split(":")[1].split(".")[0]  # ...:APP:NAME[.METHOD]
+    if title.startswith("ray::ProxyActor"):
+        return "Serve proxy"
+    if title.startswith("ray::ServeController"):
+        return "Serve controller"
+    return "Ray and the driver"
+
+
+def sample_processes(pids: list[int]) -> list[ProcessSample]:
+    """CPU time, PSS and whether torch is loaded, for each of `pids` still running."""
+    samples = []
+    for pid in pids:
+        proc = Path(f"/proc/{pid}")
+        try:
+            title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            pss = next(
+                int(line.split()[1])
+                for line in (proc / "smaps_rollup").read_text().splitlines()
+                if line.startswith("Pss:")
+            )
+            torch = "libtorch_cpu" in (proc / "maps").read_text()
+        except (OSError, StopIteration):
+            continue  # ended meanwhile, or a kernel thread
+        cpu_s = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+        samples.append(ProcessSample(pid, title, role_of(title), cpu_s, pss / 1024, torch))
+    return samples
+
+
+def cpu_by_role(before: list[ProcessSample], after: list[ProcessSample]) -> dict[str, float]:
+    """CPU seconds each role used between two samples (a process that started meanwhile: all of its)."""
+    earlier = {s.pid: s.cpu_s for s in before}
+    used: dict[str, float] = defaultdict(float)
+    for sample in after:
+        used[sample.role] += sample.cpu_s - earlier.get(sample.pid, 0.0)
+    return dict(sorted(used.items(), key=lambda item: -item[1]))
+
+
+def memory_by_role(samples: list[ProcessSample]) -> dict[str, dict]:
+    """PSS per role (MiB), how many processes, and which of them hold torch (by title)."""
+    table: dict[str, dict] = {}
+    for sample in sorted(samples, key=lambda s: -s.pss_mib):
+        row = table.setdefault(sample.role, {"pss_mib": 0.0, "processes": 0, "with_torch": 0, "torch_in": []})
+        row["pss_mib"] = round(row["pss_mib"] + sample.pss_mib, 1)
+        row["processes"] += 1
+        row["with_torch"] += sample.torch
+        row["torch_in"] += [sample.title[:80]] if sample.torch else []
+    return table
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -70,27 +70,57 @@ def test_report_puts_each_figure_beside_its_baseline_and_judges_the_target():
         "settings": {},
         "baselines": {
             "pipeline": {"latency_ms": {"p50": 100, "p95": 110, "p99": 120}},
-            "batched": {"throughput_ips": 40},
+            "batched": {"throughput_ips": 40, "cpu_ms_per_image": 30},
         },
-        "B1": {"api": {"latency_ms": {"p50": 130, "p95": 150, "p99": 160}}, "ui_rest": {"latency_ms": {"p50": 140}}},
-        "B2": {"16": {"throughput_rps": 38}},
+        "B1": {"api": {"latency_ms": {"p50": 130, "p95": 150, "p99": 160}}, "ui_queue": {"latency_ms": {"p50": 140}}},
+        "B2": {"16": {"throughput_rps": 30, "cpu_ms_per_request": {"Vision": 33.0, "Api": 10.0, "Serve proxy": 5.0}}},
         "B3": {"ours": {"latency_ms": {"p50": 100}}, "tutorial": {"latency_ms": {"p50": 12000}}},
-        "B6": {"cold_start_s": 25.0, "memory_mib_after_load": 3000},
+        "B5": {
+            "sizes": [
+                {
+                    "vectors": 100_000,
+                    "exact_ms": {"p50": 20},
+                    "matrix_read_ms": {"p50": 25},
+                    "ann_ms": {"p50": 2},
+                    "ann_recall_at_k": 0.98,
+                }
+            ]
+        },
+        "B6": {
+            "cold_start_s": 25.0,
+            "floor": {"total_s": 10.0},
+            "memory_mib_after_load": 3000,
+            "memory_mib_idle": 2000,
+            "memory_after_load": {
+                "Vision": {"pss_mib": 500, "processes": 1, "with_torch": 1},
+                "Api": {"pss_mib": 280, "processes": 1, "with_torch": 1},
+            },
+        },
     }
     found = {row.measure: row for row in rows(results)}
+    api = found["API p50, one dog photo"]
+    assert api.comparison == pytest.approx(1.3) and api.met is False
     assert (
-        found["API p50, one dog photo"].comparison == pytest.approx(1.3)
-        and found["API p50, one dog photo"].met is False
+        found["Gradio queued p50 (as the browser)"].comparison == 10 and found["Gradio queued p50 (as the browser)"].met
     )
-    assert found["Gradio REST p50"].comparison == 10 and found["Gradio REST p50"].met is True
-    assert (
-        found["API throughput, concurrency 16"].comparison == pytest.approx(0.95)
-        and found["API throughput, concurrency 16"].met
-    )
+    throughput = found["API throughput, concurrency 16"]
+    assert throughput.comparison == pytest.approx(0.75) and throughput.met
+    # 48 CPU-ms per photo in all, 30 of them the forward pass: 18 outside it, over P2's 15.
+    cpu = found["app CPU per photo at concurrency 16 (every process)"]
+    assert cpu.ours == 48 and cpu.comparison == 18 and cpu.met is False
     assert found["POST /predict/ p50"].comparison == 120 and found["POST /predict/ p50"].met
-    assert (
-        found["cold start (restart)"].met and found["whole app resident (PSS) after load"].met is False
-    )  # 3,000 MiB > 3 GB
+    exact = found["exact p50 at 100,000"]
+    assert exact.comparison == pytest.approx(0.8) and exact.met
+    assert found["ANN p50 at 100,000 (recall@10 0.980)"].met is False
+    restart = found["cold start (restart)"]
+    assert restart.comparison == 2.5 and restart.met is False
+    assert found["whole app resident (PSS) after load"].met is False  # 3,000 MiB > 2.5 GiB
+    assert found["whole app resident (PSS), idle after a restart"].met  # 2,000 MiB <= 2 GiB
+    torch_rows = found["processes holding torch but no model"]
+    assert torch_rows.ours == 1 and torch_rows.met is False  # the Api's
     table = markdown(results)
-    assert "| B1 | API p50, one dog photo | 130 ms | 100 ms (bare pipeline p50) | 1.30x | <= 1.25x | **no** |" in table
+    assert (
+        "| B1 | API p50, one dog photo | 130 ms | 100 ms (bare pipeline p50) | 1.30x | P1: <= 1.25x | **no** |" in table
+    )
     assert "120x lower" in table
+    assert "| Api | 10.0 |" in table and "| Api | 280 | 1 | 1 |" in table
