@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from backend import telemetry
+from backend.admission import Admission
 from backend.models.analysis import ImageAnalysis
 from backend.models.index import GalleryPage, Match, StoredPhoto, clean_label
 from shared.config import Limits
@@ -139,36 +140,40 @@ class ModelClient:
         self.gallery = gallery
         self.limits = limits
         self._embedder: Embedder | None = None
+        # Photos wait on Vision, summaries on the Summarizer; on one account, as they share the cores.
+        self._admission = Admission(limits.admit_within_s, {name: readable(name) for name in ("Vision", "Summarizer")})
 
     # ----------------------------------------------------------------------------- summaries
 
     async def summarize(self, text: str, options: SummarizeOptions) -> SummaryResult:
         validate_article(text, self.limits)
-        async with time_limit(self.limits.summary_timeout_s, "Summarizer"):
-            return await call(self.summarizer.summarize, text, options)
+        with self._admitted("Summarizer"):
+            async with time_limit(self.limits.summary_timeout_s, "Summarizer"):
+                return await call(self.summarizer.summarize, text, options)
 
     async def stream_summary(self, text: str, options: SummarizeOptions) -> AsyncIterator[str]:
         """The summary in pieces as the model writes them. Not retried: a stream that broke off has
         been partly shown."""
         validate_article(text, self.limits)
-        deadline = asyncio.get_running_loop().time() + self.limits.summary_timeout_s
-        stream = self.summarizer.options(stream=True).stream.remote(text, options)
-        while True:
-            try:
-                # The time limit covers the whole summary, but only the waits for the next piece: the
-                # caller's work between pieces is never interrupted.
-                async with asyncio.timeout_at(deadline):
-                    piece = await anext(stream)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                message = f"The summarizer did not answer within {self.limits.summary_timeout_s:.0f} s; try again."
-                raise counted(BackendTimeout(message), "Summarizer") from None
-            except SERVE_UNAVAILABLE as exc:
-                raise unavailable(exc, "Summarizer") from exc
-            except DOMAIN_ERRORS as exc:
-                raise unwrapped(exc, "Summarizer") from None
-            yield piece
+        with self._admitted("Summarizer"):
+            deadline = asyncio.get_running_loop().time() + self.limits.summary_timeout_s
+            stream = self.summarizer.options(stream=True).stream.remote(text, options)
+            while True:
+                try:
+                    # The time limit covers the whole summary, but only the waits for the next piece: the
+                    # caller's work between pieces is never interrupted.
+                    async with asyncio.timeout_at(deadline):
+                        piece = await anext(stream)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    message = f"The summarizer did not answer within {self.limits.summary_timeout_s:.0f} s; try again."
+                    raise counted(BackendTimeout(message), "Summarizer") from None
+                except SERVE_UNAVAILABLE as exc:
+                    raise unavailable(exc, "Summarizer") from exc
+                except DOMAIN_ERRORS as exc:
+                    raise unwrapped(exc, "Summarizer") from None
+                yield piece
 
     async def summarizer_model(self) -> str:
         return (await call(self.summarizer.status)).model
@@ -190,12 +195,13 @@ class ModelClient:
     async def find(self, data: bytes, k: int = 4, n: int | None = None, thumbnails: bool = False) -> PhotoAnswer:
         """Breeds, dog score and the most similar gallery photos (searched among the top `k` breeds),
         with their thumbnails if asked: everything a Find shows, in one answer."""
-        photo = await self._prepare(data)
-        async with time_limit(self.limits.photo_timeout_s, "Vision"):
-            analysis = await call(self.vision.analyse, photo.pixels)
-        breeds = [breed for breed, _ in analysis.top_breeds(k)]
-        async with time_limit(self.limits.photo_timeout_s, "Gallery"):
-            matches = await call(self.gallery.search, analysis.embedding, breeds, n, thumbnails)
+        with self._admitted("Vision"):  # before decoding: a refusal costs next to nothing
+            photo = await self._prepare(data)
+            async with time_limit(self.limits.photo_timeout_s, "Vision"):
+                analysis = await call(self.vision.analyse, photo.pixels)
+            breeds = [breed for breed, _ in analysis.top_breeds(k)]
+            async with time_limit(self.limits.photo_timeout_s, "Gallery"):
+                matches = await call(self.gallery.search, analysis.embedding, breeds, n, thumbnails)
         return PhotoAnswer(analysis, matches)
 
     async def add(
@@ -215,9 +221,10 @@ class ModelClient:
         if idempotency_key is not None:
             content = hashlib.sha256(data + b"\0label:" + (label or "").encode()).hexdigest()
             idempotency = (*idempotency_key, content)
-        photo = await self._prepare(data, thumbnail=True)
-        async with time_limit(self.limits.gallery_add_timeout_s, "Vision"):
-            analysis = await call(self.vision.analyse, photo.pixels)
+        with self._admitted("Vision"):
+            photo = await self._prepare(data, thumbnail=True)
+            async with time_limit(self.limits.gallery_add_timeout_s, "Vision"):
+                analysis = await call(self.vision.analyse, photo.pixels)
         async with time_limit(self.limits.gallery_add_timeout_s, "Gallery"):
             # Retried only with an idempotency key: without one, a Gallery replica that died after
             # committing would store the photo twice.
@@ -264,6 +271,19 @@ class ModelClient:
         """The JPEGs of several photos in one call (None for an id that names no photo)."""
         async with time_limit(self.limits.photo_timeout_s, "Gallery"):
             return await call(self.gallery.thumbnails, photo_ids)
+
+    @contextmanager
+    def _admitted(self, deployment: str) -> Iterator[None]:
+        """A place among the calls to `deployment` that can be answered within limits.admit_within_s, or
+        BackendUnavailable (counted) at once."""
+        try:
+            ticket = self._admission.admit(deployment)
+        except BackendUnavailable as refusal:
+            raise counted(refusal, deployment) from None
+        try:
+            yield
+        finally:
+            self._admission.release(ticket)
 
     async def _input_spec(self) -> InputSpec:
         """The serving model's input geometry (asked once: a swap never changes the embedder)."""

@@ -68,7 +68,7 @@ def rejections() -> Counter:
     return Counter(
         "retriever_rejections",
         description="Calls to a model deployment answered 'try again' (HTTP 503, a message in the UI), "
-        "by deployment and reason (queue_full, not_deployed, replica_died, timeout, database_down).",
+        "by deployment and reason (deadline, queue_full, not_deployed, replica_died, timeout, database_down).",
         tag_keys=("deployment", "reason"),
     )
 

@@ -14,6 +14,7 @@ import contextlib
 import ipaddress
 import itertools
 import json
+import resource
 import ssl
 import time
 import uuid
@@ -246,6 +247,7 @@ async def run_load(
         for _ in range(warmup):  # first calls pay for connections, caches, lazy imports
             await requests_by_worker[0]()
         latencies: list[float] = []
+        refusals: list[float] = []  # ms to each "try again" (503, 429)
         first_pieces: list[float] = []
         statuses: Counter[str] = Counter()
         by_kind: dict[str, Counter[str]] = {}
@@ -278,6 +280,8 @@ async def run_load(
                     latencies.append((time.perf_counter() - began) * 1000)
                     if first is not None:
                         first_pieces.append(first)
+                elif status in (429, 503):
+                    refusals.append((time.perf_counter() - began) * 1000)
 
         try:
             await asyncio.gather(*(worker(request) for request in requests_by_worker))
@@ -295,6 +299,9 @@ async def run_load(
         "elapsed_s": round(elapsed, 3),
         "throughput_rps": round(len(latencies) / elapsed, 2) if elapsed else 0.0,
         "latency_ms": latency_summary(latencies),
+        "refusal_ms": latency_summary(refusals),
+        # This process at its largest: the load generator must stay small beside the app it measures.
+        "load_generator_peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
     if first_pieces:
         result["first_piece_ms"] = latency_summary(first_pieces)

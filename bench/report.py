@@ -218,6 +218,20 @@ def rows(results: dict[str, Any]) -> list[Row]:
     if memory:
         modelless = sum(row["with_torch"] for role, row in memory.items() if role not in MODEL_ROLES)
         add("B6", "processes holding torch but no model", modelless, None, "", "", "value", "P7: 0", lambda v: v == 0)
+    crowd = _get(results, "B7")
+    if crowd:
+        clients = f"{crowd['clients']:,} clients at once"
+        accepted, refused = crowd["accepted_ms"].get("p99"), crowd["refusal_ms"].get("p99")
+        add("B7", f"{clients}: answers p99", accepted, None, "", "ms", "value", "P8: <= 10 s", lambda v: v <= 10_000)
+        add("B7", f"{clients}: refusals (503) p99", refused, None, "", "ms", "value", "P8: <= 1 s", lambda v: v <= 1000)
+        lost = sum(n for status, n in crowd["statuses"].items() if not (status.startswith("2") or status == "503"))
+        add("B7", f"{clients}: neither answered nor refused", lost, None, "", "", "value", "P8: 0", lambda v: v == 0)
+        answered = crowd["answered_per_s"]
+        add("B7", f"{clients}: answered per second", answered, None, "", "req/s", "value", *reported)
+        peak = crowd.get("app_peak_mib")
+        add("B7", f"{clients}: app's peak PSS", peak, None, "", "MiB", "value", *reported)
+        generator = crowd.get("load_generator_peak_mib")
+        add("B7", f"{clients}: load generator's peak RSS", generator, None, "", "MiB", "value", *reported)
     return [row for row in found if row.ours is not None]
 
 

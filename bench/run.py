@@ -1,4 +1,4 @@
-"""`python -m bench`: every benchmark (B1-B6) in one run, each figure beside its baseline from the
+"""`python -m bench`: every benchmark (B1-B7) in one run, each figure beside its baseline from the
 same run; results in bench/results/ (results.json, results.md, plots).
 
 Order matters on a 2-core machine: the in-process baselines run while no app does, then one app
@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 console = Console(soft_wrap=True)
 cli = typer.Typer(add_completion=False)
-ALL = ("B1", "B2", "B3", "B4", "B5", "B6")
+ALL = ("B1", "B2", "B3", "B4", "B5", "B6", "B7")
 
 
 def worker(*args: str, timeout_s: float = 1800, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -97,6 +98,7 @@ def main(
     requests: int = typer.Option(60, min=5, help="Requests per latency measurement (concurrency 1)."),
     search_sizes: str = typer.Option("10000,100000,1000000", help="B5 gallery sizes."),
     tutorial_requests: int = typer.Option(8, min=1, help="B3: requests to the tutorial's design (~10 s each)."),
+    crowd_clients: int = typer.Option(2000, min=1, help="B7: clients sending at the same moment."),
     set_: list[str] = typer.Option(
         [], "--set", help="Serve config change, e.g. api.Vision.user_config.torch_threads=1."
     ),
@@ -111,7 +113,7 @@ def main(
         "settings": {"requests": requests, "overrides": overrides, "env": app_env},
     }
     try:
-        run_all(wanted, work, results, requests, search_sizes, tutorial_requests, overrides, app_env)
+        run_all(wanted, work, results, requests, search_sizes, tutorial_requests, crowd_clients, overrides, app_env)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -126,6 +128,7 @@ def run_all(
     requests: int,
     search_sizes: str,
     tutorial_requests: int,
+    crowd_clients: int,
     overrides: dict,
     app_env: dict,
 ) -> None:
@@ -175,13 +178,13 @@ def run_all(
 
     with ImageServer() as photos:
         image_url = photos.url + "/photos/dog-on-porch.jpg"
-        if wanted & {"B1", "B2", "B3", "B4", "B6"}:
+        if wanted & {"B1", "B2", "B3", "B4", "B6", "B7"}:
             console.rule("The app (embedded defaults)")
             app = App(bench_config(overrides), free_port(), work / "data", work, app_env)
             cold = app.start()
             console.print(f"  ready in {cold:.1f} s (first start: registers the packaged model, seeds the gallery)")
             try:
-                serve_benchmarks(app, wanted, results, requests, image_url)
+                serve_benchmarks(app, wanted, results, requests, image_url, crowd_clients)
                 results.setdefault("B6", {})["memory_mib_after_load"] = round(app.memory_mib())
                 results["B6"]["memory_after_load"] = memory_by_role(app.processes())
             finally:
@@ -219,7 +222,7 @@ def run_all(
             results.setdefault("B3", {})["tutorial"] = tutorial_benchmark(work, image_url, tutorial_requests)
 
 
-def serve_benchmarks(app: App, wanted, results: dict, requests: int, image_url: str) -> None:
+def serve_benchmarks(app: App, wanted, results: dict, requests: int, image_url: str, crowd_clients: int = 2000) -> None:
     if "B1" in wanted:
         console.rule("B1: one dog photo at a time")
         results["B1"] = {
@@ -247,6 +250,27 @@ def serve_benchmarks(app: App, wanted, results: dict, requests: int, image_url: 
         console.rule("B4: extractive summaries")
         results.setdefault("B4", {})["extractive_api"] = load(app.url, "api-summary", requests=min(requests, 30))
         results["B4"]["extractive_ui"] = load(app.url, "ui-queue-summary", requests=min(requests, 30))
+    if "B7" in wanted:
+        console.rule(f"B7: a crowd of {crowd_clients:,} clients at once (half photos, half summaries)")
+        peak = [app.memory_mib()]
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.wait(0.5):
+                peak.append(app.memory_mib())
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            crowd = worker("bench.crowd", "--url", app.url, "--clients", str(crowd_clients), timeout_s=600)
+        finally:
+            sampling.set()
+            sampler.join()
+        results["B7"] = {**crowd, "app_peak_mib": round(max(peak))}
+        console.print(
+            f"  {crowd['statuses']}; accepted p99 {crowd['accepted_ms'].get('p99')} ms, refusals p99 "
+            f"{crowd['refusal_ms'].get('p99')} ms, {crowd['answered_per_s']} answered/s, app peak {max(peak):,.0f} MiB"
+        )
 
 
 def tutorial_benchmark(work: Path, image_url: str, requests: int) -> dict:

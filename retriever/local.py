@@ -188,6 +188,7 @@ def start_local_serve(
         config = load_serve_config(config)
     if http_port is not None:
         config = {**config, "http_options": {**config.get("http_options", {}), "port": http_port}}
+    set_proxy_deadline(config)
     config = ServeDeploySchema.model_validate(config)
     temp_dir = start_private_ray(
         num_cpus=num_cpus,
@@ -214,6 +215,20 @@ def start_local_serve(
     return running
 
 
+def set_proxy_deadline(config: dict[str, Any]) -> None:
+    """The proxy's front door (backend/api/deadline.py) takes the api application's admit_within_s, through
+    the environment the cluster's processes inherit: the proxy sees no application's args."""
+    from backend.api.deadline import DEADLINE_ENV
+
+    os.environ.pop(DEADLINE_ENV, None)
+    for app in config.get("applications", []):
+        limits = (app.get("args") or {}).get("limits") or {}
+        if app.get("import_path") == API_BUILDER and "admit_within_s" in limits:
+            value = limits["admit_within_s"]
+            os.environ[DEADLINE_ENV] = "off" if value is None else str(float(value))
+
+
+API_BUILDER = "retriever.graph:build_api"  # the api application's builder, as serve_config.yaml names it
 READY_PATH = "/api/v1/ready"  # the API's readiness route: every model deployment answers
 
 

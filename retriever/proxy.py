@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from starlette.middleware import Middleware
 
+from backend.api.deadline import DeadlineAdmission
 from backend.api.request_ids import SaneRequestId
 from ui.sessions import SessionHeaderFromCookie
 
@@ -12,6 +13,6 @@ CALLBACK = "retriever.proxy:middlewares"
 
 
 def middlewares() -> list[Middleware]:
-    """Serve's HTTP proxy callback: a client's insane request id dropped (the API's logs), and a
-    browser's session cookie handed to the UI's request router."""
-    return [Middleware(SaneRequestId), Middleware(SessionHeaderFromCookie)]
+    """Serve's HTTP proxy callback: a client's insane request id dropped (the API's logs), a browser's
+    session cookie handed to the UI's request router, and the API's model routes admitted by deadline."""
+    return [Middleware(SaneRequestId), Middleware(SessionHeaderFromCookie), Middleware(DeadlineAdmission)]

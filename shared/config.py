@@ -19,6 +19,10 @@ class Limits(BaseModel):
     summary_timeout_s: float = Field(120.0, gt=0)  # GET /Summarizer, POST /api/v1/summarize, the UI's Summarize
     photo_timeout_s: float = Field(45.0, gt=0)  # POST /predict/, POST /api/v1/photos, the UI's Find
     gallery_add_timeout_s: float = Field(45.0, gt=0)  # POST /api/v1/gallery, the UI's Add
+    # A photo or summary is taken on only while the ones in flight predict its answer within this; past
+    # it the caller is told at once to try again (503 with Retry-After; the UI: a message) rather than
+    # waiting behind work that cannot finish in time (backend/admission.py). None: no such check.
+    admit_within_s: float | None = Field(10.0, gt=0)
 
     # Images: bytes of the encoded file, and pixels of the decoded image (a small file can decode
     # to gigabytes: a decompression bomb).

@@ -76,7 +76,7 @@ class RateLimited(Exception):
 class BackendUnavailable(Exception):
     """A model deployment could not take or finish the call now (busy, restarting, its database down, or
     no answer in time); trying again later may work. `retry_after_s`: when; `reason`: a short name for
-    counting them (queue_full, not_deployed, replica_died, timeout, database_down)."""
+    counting them (deadline, queue_full, not_deployed, replica_died, timeout, database_down)."""
 
     def __init__(self, message: str, retry_after_s: float = DEFAULT_RETRY_AFTER_S, reason: str = "unavailable") -> None:
         super().__init__(message)

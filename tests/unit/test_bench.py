@@ -86,6 +86,14 @@ def test_report_puts_each_figure_beside_its_baseline_and_judges_the_target():
                 }
             ]
         },
+        "B7": {
+            "clients": 2000,
+            "statuses": {"200": 60, "503": 1939, "ReadError": 1},
+            "accepted_ms": {"p99": 9000},
+            "refusal_ms": {"p99": 1500},
+            "answered_per_s": 6.0,
+            "app_peak_mib": 2900,
+        },
         "B6": {
             "cold_start_s": 25.0,
             "floor": {"total_s": 10.0},
@@ -118,6 +126,9 @@ def test_report_puts_each_figure_beside_its_baseline_and_judges_the_target():
     assert found["whole app resident (PSS), idle after a restart"].met  # 2,000 MiB <= 2 GiB
     torch_rows = found["processes holding torch but no model"]
     assert torch_rows.ours == 1 and torch_rows.met is False  # the Api's
+    assert found["2,000 clients at once: answers p99"].met
+    assert found["2,000 clients at once: refusals (503) p99"].met is False
+    assert found["2,000 clients at once: neither answered nor refused"].ours == 1
     table = markdown(results)
     assert (
         "| B1 | API p50, one dog photo | 130 ms | 100 ms (bare pipeline p50) | 1.30x | P1: <= 1.25x | **no** |" in table

@@ -1,6 +1,6 @@
 """The house's rule, read from the code: imports run the way data flows (docs/design.md),
 
-    retriever (entry points) -> ui, backend.api (faces) -> backend.client -> backend.deployments
+    retriever (entry points) -> ui, backend.api (faces) -> backend.client, backend.admission -> backend.deployments
     -> backend.jobs, backend.telemetry -> backend.models -> shared
 
 and no module imports one that (through any chain) imports it back."""
@@ -19,7 +19,7 @@ PACKAGES = ("retriever", "ui", "backend", "shared")
 LAYERS = [
     ("retriever",),
     ("ui", "backend.api"),
-    ("backend.client",),
+    ("backend.client", "backend.admission"),
     ("backend.deployments",),
     ("backend.jobs", "backend.telemetry"),
     ("backend.models", "backend.data"),
