@@ -280,10 +280,14 @@ class ModelClient:
             ticket = self._admission.admit(deployment)
         except BackendUnavailable as refusal:
             raise counted(refusal, deployment) from None
+        answered = True
         try:
             yield
+        except BackendUnavailable:
+            answered = False  # a refusal from further in: it says nothing of how long an answer takes
+            raise
         finally:
-            self._admission.release(ticket)
+            self._admission.release(ticket, answered)
 
     async def _input_spec(self) -> InputSpec:
         """The serving model's input geometry (asked once: a swap never changes the embedder)."""
