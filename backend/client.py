@@ -283,8 +283,9 @@ class ModelClient:
         answered = True
         try:
             yield
-        except BackendUnavailable:
-            answered = False  # a refusal from further in: it says nothing of how long an answer takes
+        except BackendUnavailable as exc:
+            # A refusal from further in says nothing of how long an answer takes; a timeout does.
+            answered = isinstance(exc, BackendTimeout)
             raise
         finally:
             self._admission.release(ticket, answered)
