@@ -1,6 +1,6 @@
 """Metrics, as an operator reads them: a real Prometheus (Debian's server, tests/prometheus_server.py)
 scrapes the session's app through Ray's service-discovery file. The module sends known traffic once
-(photos, summaries, refused URLs, a flood that fills the Summarizer's queue); each app metric must then
+(photos, summaries, refused URLs, a flood of summaries refused at the door or the full queue); each app metric must then
 have samples with the right labels and counts equal to what was sent, and every PromQL expression of the
 Grafana dashboard (docs/operations/grafana-dashboard.json) must answer numbers, so it cannot rot."""
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.serve
 
 DASHBOARD = ROOT / "docs" / "operations" / "grafana-dashboard.json"
 ARTICLE = (ROOT / "bench" / "article_600_words.txt").read_text(encoding="utf-8")
-FLOOD = 100  # summaries at once: well past the Summarizer's 4 running + 32 queued (serve_config.yaml)
+FLOOD = 100  # summaries at once: well past what the door admits and the Summarizer's 4 running + 32 queued
 SENT_PHOTOS = ["dog", "dog2", "dog", "cat", "eagle"]
 REFUSED_URLS = {"private_address": "http://10.1.2.3/dog.jpg", "scheme": "ftp://example.org/dog.jpg"}
 
@@ -37,7 +37,8 @@ QUERIES = {
     # One photo at a time: a forward pass (a batch) each.
     "forward_passes": 'sum(ray_retriever_model_seconds_count{deployment="Vision",call="forward"})',
     "batches": 'sum(ray_serve_batches_processed_total{deployment="Vision"})',
-    "queue_full": 'sum(ray_retriever_rejections_total{deployment="Summarizer",reason="queue_full"})',
+    # A flood is refused at the proxy's door (deadline) or by the Summarizer's full queue, whichever is first.
+    "refused": 'sum(ray_retriever_rejections_total{deployment="Summarizer",reason=~"deadline|queue_full"})',
     "photos_200": 'sum(ray_serve_num_http_requests_total{route="/api/v1/photos",status_code="200"})',
     "predict_400": 'sum(ray_serve_num_http_requests_total{route="/predict/",status_code="400"})',
     **{f"refused_{reason}": f'sum(ray_retriever_urls_refused_total{{reason="{reason}"}})' for reason in REFUSED_URLS},
@@ -88,7 +89,7 @@ def traffic(serve_app: str, prometheus: PrometheusServer) -> Traffic:
         with ThreadPoolExecutor(1) as pool:  # its own event loop: Playwright's may run in this thread
             statuses = Counter(pool.submit(asyncio.run, flood(serve_app)).result())
         assert set(statuses) == {200, 503}, statuses
-        seen.sent.update(summaries=1 + statuses[200], queue_full=statuses[503])
+        seen.sent.update(summaries=1 + statuses[200], refused=statuses[503])
         seen.ready = client.get("/api/v1/ready").json()
     assert seen.sent["dogs"] >= 2 and seen.sent["not_dogs"] >= 1, seen.sent  # the photos are what they seem
     return seen

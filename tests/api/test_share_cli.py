@@ -70,7 +70,7 @@ def test_up_prints_its_metrics_and_a_share_link_that_ends_with_the_app(share_ser
     # Its own session: should it fail to stop, every process it started is ended by its group id below.
     app = subprocess.Popen(
         [*RETRIEVER, "up", "--port", str(free_port()), "--share-server", share_server.address,
-         "--metrics-port", str(metrics_port), "--dashboard-port", str(dashboard_port)],
+         "--metrics-port", str(metrics_port), "--dashboard", "--dashboard-port", str(dashboard_port)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     lines = _lines_of(app)

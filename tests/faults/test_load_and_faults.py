@@ -65,10 +65,14 @@ def app(tmp_path_factory: pytest.TempPathFactory, image_server: ImageServer) -> 
     vision["autoscaling_config"]["max_replicas"] = 1
     # Its replacement starts in 30-50 s on 2 busy cores (torch imported and the model loaded while the
     # load runs on): the photo routes wait past that, as this test checks that no call is lost, not how
-    # fast the box is. Still below HUNG_AFTER_S, so a call that never ends is told apart.
+    # fast the box is. Still below HUNG_AFTER_S, so a call that never ends is told apart. For the same
+    # reason no call is turned away by deadline meanwhile (admit_within_s: off): each waits for the
+    # replacement (tests/api/test_crowd.py and the unit tests cover the deadline).
     for application in config["applications"]:
         limits = application["args"]["limits"]
-        limits.update(photo_timeout_s=REPLACEMENT_WAIT_S, gallery_add_timeout_s=REPLACEMENT_WAIT_S)
+        limits.update(
+            photo_timeout_s=REPLACEMENT_WAIT_S, gallery_add_timeout_s=REPLACEMENT_WAIT_S, admit_within_s=None
+        )
     with own_app(config, workdir) as running:
         yield running
 
