@@ -70,9 +70,7 @@ def app(tmp_path_factory: pytest.TempPathFactory, image_server: ImageServer) -> 
     # replacement (tests/api/test_crowd.py and the unit tests cover the deadline).
     for application in config["applications"]:
         limits = application["args"]["limits"]
-        limits.update(
-            photo_timeout_s=REPLACEMENT_WAIT_S, gallery_add_timeout_s=REPLACEMENT_WAIT_S, admit_within_s=None
-        )
+        limits.update(photo_timeout_s=REPLACEMENT_WAIT_S, gallery_add_timeout_s=REPLACEMENT_WAIT_S, admit_within_s=None)
     with own_app(config, workdir) as running:
         yield running
 
