@@ -2,9 +2,10 @@
 same run; results in bench/results/ (results.json, results.md, plots).
 
 Order matters on a 2-core machine: the in-process baselines run while no app does, then one app
-serves B1-B4 (load from separate processes), then the abstractive summarizer's app, then the tutorial's
-design (B3), each alone. Everything listens and sends on 127.0.0.1 only; every process started here is
-stopped by PID.
+serves B1-B4 and last the crowd of B7 (load from separate processes; its memory "after load" is read
+after the crowd), then the restart floor and the restart (B6), then the abstractive summarizer's app,
+then the tutorial's design (B3), each alone. Everything listens and sends on 127.0.0.1 only; every
+process started here is stopped by PID.
 """
 
 from __future__ import annotations
