@@ -58,6 +58,12 @@ def readable(deployment: str) -> str:
     return READABLE_NAMES.get(deployment, f"The {deployment} deployment")
 
 
+def model_admission(deadline_s: float | None, always_admit: int = 8) -> Admission:
+    """The account of photos (on Vision) and summaries (on the Summarizer) let in by deadline: one for
+    both, as they share the cores. The client keeps one, and so does the proxy's door (backend/api/deadline.py)."""
+    return Admission(deadline_s, {name: readable(name) for name in ("Vision", "Summarizer")}, always_admit)
+
+
 def unavailable(exc: BaseException, deployment: str) -> BackendUnavailable:
     """One of SERVE_UNAVAILABLE as a message for the user (and counted)."""
     name = readable(deployment)
@@ -140,8 +146,7 @@ class ModelClient:
         self.gallery = gallery
         self.limits = limits
         self._embedder: Embedder | None = None
-        # Photos wait on Vision, summaries on the Summarizer; on one account, as they share the cores.
-        self._admission = Admission(limits.admit_within_s, {name: readable(name) for name in ("Vision", "Summarizer")})
+        self._admission = model_admission(limits.admit_within_s)
 
     # ----------------------------------------------------------------------------- summaries
 

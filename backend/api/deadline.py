@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend import telemetry
 from backend.admission import Admission
+from backend.client import model_admission
 from shared.config import Limits
 from shared.errors import BackendUnavailable
 
@@ -32,7 +33,6 @@ MODEL_ROUTES = {
     ("POST", "/api/v1/summarize"): "Summarizer",
     ("GET", "/Summarizer"): "Summarizer",
 }
-READABLE = {"Vision": "The vision model", "Summarizer": "The summarizer"}
 
 
 def deadline_from_environment() -> float | None:
@@ -45,7 +45,7 @@ def deadline_from_environment() -> float | None:
 class DeadlineAdmission:
     def __init__(self, app: ASGIApp, admission: Admission | None = None) -> None:
         self.app = app
-        self.admission = admission or Admission(deadline_from_environment(), READABLE)
+        self.admission = admission or model_admission(deadline_from_environment())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         deployment = MODEL_ROUTES.get((scope.get("method"), scope.get("path"))) if scope["type"] == "http" else None

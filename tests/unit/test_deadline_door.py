@@ -13,8 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from backend.admission import Admission
-from backend.api.deadline import READABLE, DeadlineAdmission
+from backend.api.deadline import DeadlineAdmission
+from backend.client import model_admission
 from retriever.local import free_port
 
 PHOTO = b"\xff\xd8" + b"x" * 200_000  # an upload large enough to arrive in pieces
@@ -65,7 +65,7 @@ def run_crowd(app, count: int) -> tuple[list[httpx.Response], httpx.Response]:
 
 def test_a_crowd_past_the_deadline_is_refused_at_once_and_the_rest_answered():
     running: list[int] = []
-    answers, ready = run_crowd(DeadlineAdmission(model_app(running), Admission(2.0, READABLE, always_admit=2)), 40)
+    answers, ready = run_crowd(DeadlineAdmission(model_app(running), model_admission(2.0, always_admit=2)), 40)
     answered = [a for a in answers if a.status_code == 200]
     refused = [a for a in answers if a.status_code == 503]
     assert len(answered) + len(refused) == 40
@@ -82,5 +82,5 @@ def test_a_crowd_past_the_deadline_is_refused_at_once_and_the_rest_answered():
 
 def test_without_a_deadline_the_door_lets_everyone_through():
     running: list[int] = []
-    answers, _ = run_crowd(DeadlineAdmission(model_app(running), Admission(None, READABLE, always_admit=2)), 12)
+    answers, _ = run_crowd(DeadlineAdmission(model_app(running), model_admission(None, always_admit=2)), 12)
     assert [a.status_code for a in answers] == [200] * 12
