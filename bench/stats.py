@@ -51,12 +51,16 @@ def pss_mib(pids: list[int]) -> float:
     total_kib = 0
     for pid in pids:
         try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total_kib += int(line.split()[1])
+            total_kib += pss_kib(pid)
         except OSError:
-            pass
+            pass  # ended meanwhile
     return total_kib / 1024
+
+
+def pss_kib(pid: int) -> int:
+    """One process's proportional set size, from /proc (OSError once it has ended)."""
+    rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+    return next((int(line.split()[1]) for line in rollup if line.startswith("Pss:")), 0)
 
 
 @dataclass(frozen=True)
@@ -91,14 +95,10 @@ def sample_processes(pids: list[int]) -> list[ProcessSample]:
         try:
             title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
             fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            pss = next(
-                int(line.split()[1])
-                for line in (proc / "smaps_rollup").read_text().splitlines()
-                if line.startswith("Pss:")
-            )
+            pss = pss_kib(pid)
             torch = "libtorch_cpu" in (proc / "maps").read_text()
-        except (OSError, StopIteration):
-            continue  # ended meanwhile, or a kernel thread
+        except OSError:
+            continue  # ended meanwhile
         cpu_s = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
         samples.append(ProcessSample(pid, title, role_of(title), cpu_s, pss / 1024, torch))
     return samples
