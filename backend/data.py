@@ -19,6 +19,12 @@ def _in_data_dir(name: str) -> Path:
     return data_dir / name
 
 
+def default_model_cache_dir() -> Path:
+    """Files made from the packaged models once and reused by every later start (the ONNX export of the
+    sentence encoder). Safe to delete: they are made again."""
+    return _in_data_dir("model-cache")
+
+
 GALLERY_URL_ENV = "RETRIEVER_GALLERY_URL"
 
 

@@ -142,18 +142,19 @@ def batched(seconds: float = 20, batch: int = 8, threads: int = TORCH_THREADS, p
 
 
 @cli.command()
-def extractive(requests: int = 30, threads: int = TORCH_THREADS) -> None:
-    """B4's baseline: the extractive summary of the ~600-word article, in-process."""
-    import torch
-
+def extractive(requests: int = 30, threads: int = TORCH_THREADS, runtime: str = "onnx") -> None:
+    """B4's baselines: the extractive summary of the ~600-word article, in-process, with the sentence encoder
+    on ONNX Runtime (the app's default) or on sentence-transformers (the path before it, P5's baseline)."""
+    from backend.data import default_model_cache_dir
     from backend.models.text import ExtractiveSummarizer
 
-    torch.set_num_threads(threads)
-    model = ExtractiveSummarizer.load()
+    model = ExtractiveSummarizer.load(runtime=runtime, threads=threads, cache_dir=default_model_cache_dir())
     article = ARTICLE_600.read_text(encoding="utf-8")
     emit(
         {
+            "runtime": runtime,
             "words": len(article.split()),
+            "summary": model.summarize(article).text,  # the runtimes must pick the same sentences
             "latency_ms": latency_summary(timed_ms(lambda: model.summarize(article), requests)),
         }
     )
@@ -312,13 +313,14 @@ def floor() -> None:
 
     import backend.api.ingress  # noqa: F401
     import ui.app  # noqa: F401
+    from backend.data import default_model_cache_dir
     from backend.models.registry import DEFAULT_MODEL, Registry
     from backend.models.text import ExtractiveSummarizer
 
     imported = time.perf_counter()
     registry = Registry(None)
     registry.load(registry.resolve(DEFAULT_MODEL))
-    ExtractiveSummarizer.load()
+    ExtractiveSummarizer.load(cache_dir=default_model_cache_dir())
     emit({"import_s": round(imported - started, 2), "load_s": round(time.perf_counter() - imported, 2)})
 
 

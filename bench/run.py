@@ -140,7 +140,7 @@ def run_all(
     config = bench_config(overrides)
     vision, summarizer = user_config(config, "api", "Vision"), user_config(config, "api", "Summarizer")
     vision_threads = ["--threads", str(vision.get("torch_threads", 1))]
-    text_threads = ["--threads", str(summarizer.get("torch_threads", 1))]
+    text_threads = ["--threads", str(summarizer.get("threads", summarizer.get("torch_threads", 1)))]
     if wanted & {"B1"}:
         baselines["pipeline"] = worker("bench.baselines", "pipeline", "--requests", str(requests), *vision_threads)
     if wanted & {"B2"}:
@@ -154,8 +154,16 @@ def run_all(
             str(vision.get("concurrent_passes", 1)),
         )
     if wanted & {"B4"}:
+        # The app's encoder runtime, and sentence-transformers (the path before ONNX Runtime: P5's baseline),
+        # each exporting into a data dir of its own (not the app's: its first start exports for itself).
+        text_runs = ["--requests", str(min(requests, 30)), *text_threads]
+        text_env = {"RETRIEVER_DATA_DIR": str(work / "baseline-data")}
+        runtime = summarizer.get("runtime", SummarizerSettings().runtime)
         baselines["extractive"] = worker(
-            "bench.baselines", "extractive", "--requests", str(min(requests, 30)), *text_threads
+            "bench.baselines", "extractive", *text_runs, "--runtime", runtime, env=text_env
+        )
+        baselines["extractive_torch"] = worker(
+            "bench.baselines", "extractive", *text_runs, "--runtime", "torch", env=text_env
         )
         worker("bench.baselines", "build-t5", str(t5_dir))
         # Chunked as the seq2seq app below chunks (the Summarizer's default first_chunk_tokens unless --set).

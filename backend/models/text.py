@@ -10,9 +10,10 @@ Two summarizers share one lifecycle, visible as methods:
 `summarize(text)` runs the four steps; `stream(text)` yields the summary in pieces whose
 concatenation is the summary.
 
-- `ExtractiveSummarizer` (the embedded default): all-MiniLM-L6-v2 sentence embeddings, sentences scored
-  against the document centroid, picked with maximal marginal relevance (MMR) so the summary does not
-  repeat itself, and returned in the article's order. Every word of the summary is the article's.
+- `ExtractiveSummarizer` (the embedded default): all-MiniLM-L6-v2 sentence embeddings (on ONNX Runtime:
+  backend/models/sentence_encoder.py), sentences scored against the document centroid, picked with maximal
+  marginal relevance (MMR) so the summary does not repeat itself, and returned in the article's order.
+  Every word of the summary is the article's.
 - `Seq2SeqSummarizer`: any seq2seq checkpoint (t5-small as in the Ray Serve tutorial, BART, ...) by hub id
   or local path. Articles longer than the model's input window are split at sentence boundaries and the
   partial summaries joined, so no part of the article is dropped.
@@ -20,9 +21,11 @@ concatenation is the summary.
 
 from __future__ import annotations
 
+import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -120,7 +123,7 @@ def select_mmr(embeddings: np.ndarray, count: int, diversity: float) -> list[int
 class ExtractiveSummarizer:
     """Picks the article's most central, mutually different sentences."""
 
-    encoder: Any  # a sentence_transformers.SentenceTransformer
+    encode: Callable[[list[str]], np.ndarray]  # sentences -> unit-length embeddings, one row each
     model_name: str
     max_sentences: int = 3
     diversity: float = 0.3
@@ -131,13 +134,30 @@ class ExtractiveSummarizer:
         model_path: str | Path | None = None,
         max_sentences: int = 3,
         diversity: float = 0.3,
+        runtime: str = "onnx",
+        cache_dir: str | Path | None = None,
+        threads: int = 1,
     ) -> ExtractiveSummarizer:
-        from sentence_transformers import SentenceTransformer
+        """`runtime="onnx"` runs the encoder on ONNX Runtime, exported once into `cache_dir` (None: the
+        system's temporary directory), where the checkpoint allows it (backend/models/sentence_encoder.py);
+        "torch", or a checkpoint it cannot reproduce, runs sentence-transformers."""
+        from backend.models import sentence_encoder
 
         path = Path(model_path) if model_path else default_sentence_encoder_path()
-        encoder = SentenceTransformer(str(path), device="cpu", local_files_only=True)
         name = "all-MiniLM-L6-v2" if model_path is None else path.name
-        return cls(encoder, f"extractive/{name}", max_sentences=max_sentences, diversity=diversity)
+        if runtime not in ("onnx", "torch"):
+            raise ValueError(f"unknown runtime {runtime!r}; expected 'onnx' or 'torch'")
+        if runtime == "onnx" and sentence_encoder.supports(path):
+            cache_dir = cache_dir or Path(tempfile.gettempdir()) / "retriever-onnx"
+            encode = sentence_encoder.OnnxSentenceEncoder.load(path, cache_dir, threads=threads).encode
+        else:
+            import torch
+            from sentence_transformers import SentenceTransformer
+
+            torch.set_num_threads(threads)
+            encoder = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+            encode = partial(encoder.encode, normalize_embeddings=True, convert_to_numpy=True)
+        return cls(encode, f"extractive/{name}", max_sentences=max_sentences, diversity=diversity)
 
     def preprocess(self, text: str) -> list[str]:
         sentences = split_sentences(text)
@@ -146,7 +166,7 @@ class ExtractiveSummarizer:
         return sentences
 
     def forward(self, sentences: list[str]) -> np.ndarray:
-        return self.encoder.encode(sentences, normalize_embeddings=True, convert_to_numpy=True)
+        return self.encode(sentences)
 
     def postprocess(
         self, sentences: list[str], embeddings: np.ndarray, max_sentences: int, diversity: float
