@@ -23,6 +23,7 @@ from shared.rate_limit import RateLimit
 from ui.blocks import CSS, build_blocks
 from ui.callbacks import Callbacks, warning
 from ui.examples import ARTICLES
+from ui.queue import quieten
 from ui.sessions import HomeReplicaRouter, SessionCookie
 from ui.share import (
     LOGIN_ENV,
@@ -83,6 +84,7 @@ class GradioUI:
         blocks = build_blocks(self.callbacks, ARTICLES, self.share_line if self.share else None)
         # Gradio's default concurrency of 1 would serialise every user behind one summary.
         blocks.queue(default_concurrency_limit=self.concurrency_limit, max_size=self.max_queue_size)
+        quieten(blocks)  # no 1 ms polling while nobody uses the UI
         app = gr.mount_gradio_app(
             FastAPI(),
             blocks,
