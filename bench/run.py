@@ -194,8 +194,6 @@ def run_all(
             console.print(f"  ready in {cold:.1f} s (first start: registers the packaged model, seeds the gallery)")
             try:
                 serve_benchmarks(app, wanted, results, requests, image_url, crowd_clients)
-                results.setdefault("B6", {})["memory_mib_after_load"] = round(app.memory_mib())
-                results["B6"]["memory_after_load"] = memory_by_role(app.processes())
             finally:
                 results.setdefault("B6", {})["stop_s"] = round(app.stop(), 1)
             results["B6"]["cold_start_first_run_s"] = round(cold, 1)
@@ -259,6 +257,9 @@ def serve_benchmarks(app: App, wanted, results: dict, requests: int, image_url: 
         console.rule("B4: extractive summaries")
         results.setdefault("B4", {})["extractive_api"] = load(app.url, "api-summary", requests=min(requests, 30))
         results["B4"]["extractive_ui"] = load(app.url, "ui-queue-summary", requests=min(requests, 30))
+    # P7's "after load": after the photos and summaries above, before the crowd (whose peak B7 records).
+    results.setdefault("B6", {})["memory_mib_after_load"] = round(app.memory_mib())
+    results["B6"]["memory_after_load"] = memory_by_role(app.processes())
     if "B7" in wanted:
         console.rule(f"B7: a crowd of {crowd_clients:,} clients at once (half photos, half summaries)")
         peak = [app.memory_mib()]

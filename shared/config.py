@@ -22,7 +22,7 @@ class Limits(BaseModel):
     # A photo or summary is taken on only while the ones in flight predict its answer within this; past
     # it the caller is told at once to try again (503 with Retry-After; the UI: a message) rather than
     # waiting behind work that cannot finish in time (backend/admission.py). None: no such check.
-    admit_within_s: float | None = Field(10.0, gt=0)
+    admit_within_s: float | None = Field(8.0, gt=0)
 
     # Images: bytes of the encoded file, and pixels of the decoded image (a small file can decode
     # to gigabytes: a decompression bomb).
