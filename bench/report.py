@@ -238,6 +238,10 @@ def rows(results: dict[str, Any]) -> list[Row]:
         accepted, refused = crowd["accepted_ms"].get("p99"), crowd["refusal_ms"].get("p99")
         add("B7", f"{clients}: answers p99", accepted, None, "", "ms", "value", "P8: <= 10 s", lambda v: v <= 10_000)
         add("B7", f"{clients}: refusals (503) p99", refused, None, "", "ms", "value", "P8: <= 1 s", lambda v: v <= 1000)
+        wire = crowd.get("refusal_after_sent_ms", {}).get("p99")
+        add("B7", f"{clients}: refusals p99 from the request on the wire", wire, None, "", "ms", "value", *reported)
+        sent = crowd.get("sent_after_start_ms", {}).get("p99")
+        add("B7", f"{clients}: the generator's own delay to the wire p99", sent, None, "", "ms", "value", *reported)
         lost = sum(n for status, n in crowd["statuses"].items() if not (status.startswith("2") or status == "503"))
         add("B7", f"{clients}: neither answered nor refused", lost, None, "", "", "value", "P8: 0", lambda v: v == 0)
         answered = crowd["answered_per_s"]
