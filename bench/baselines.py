@@ -148,6 +148,10 @@ def extractive(requests: int = 30, threads: int = TORCH_THREADS, runtime: str = 
     from backend.data import default_model_cache_dir
     from backend.models.text import ExtractiveSummarizer
 
+    if runtime == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
     model = ExtractiveSummarizer.load(runtime=runtime, threads=threads, cache_dir=default_model_cache_dir())
     article = ARTICLE_600.read_text(encoding="utf-8")
     emit(

@@ -77,7 +77,7 @@ class Summarizer:
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         settings = SummarizerSettings.model_validate(user_config or {})
-        if settings.kind == "seq2seq":
+        if settings.kind == "seq2seq" or settings.runtime == "torch":
             import torch  # only here: the extractive model on ONNX Runtime runs without it
 
             torch.set_num_threads(settings.threads)

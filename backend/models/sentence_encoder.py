@@ -3,7 +3,7 @@
 A sentence-transformers checkpoint made of a transformer, mean pooling and (optionally) normalisation is
 served without torch: the transformer is exported to ONNX once, with torch, and cached; at run time ONNX
 Runtime runs it, the `tokenizers` library tokenizes, and numpy pools. The embeddings equal
-sentence-transformers' within 1e-5 (tests/unit/test_sentence_encoder.py) in about 0.55x of its time on
+sentence-transformers' within 1e-5 (tests/unit/test_sentence_encoder.py) in about 0.6x of its time on
 2 cores, and the process that runs it never imports torch (the export runs in a child process).
 
     load(model_path, cache_dir, threads)   the cached export, or export it first (classmethod)

@@ -140,7 +140,8 @@ class ExtractiveSummarizer:
     ) -> ExtractiveSummarizer:
         """`runtime="onnx"` runs the encoder on ONNX Runtime, exported once into `cache_dir` (None: the
         system's temporary directory), where the checkpoint allows it (backend/models/sentence_encoder.py);
-        "torch", or a checkpoint it cannot reproduce, runs sentence-transformers."""
+        "torch", or a checkpoint it cannot reproduce, runs sentence-transformers (whose threads are torch's,
+        set for the whole process by the caller: `threads` is ONNX Runtime's)."""
         from backend.models import sentence_encoder
 
         path = Path(model_path) if model_path else default_sentence_encoder_path()
@@ -151,10 +152,8 @@ class ExtractiveSummarizer:
             cache_dir = cache_dir or Path(tempfile.gettempdir()) / "retriever-onnx"
             encode = sentence_encoder.OnnxSentenceEncoder.load(path, cache_dir, threads=threads).encode
         else:
-            import torch
             from sentence_transformers import SentenceTransformer
 
-            torch.set_num_threads(threads)
             encoder = SentenceTransformer(str(path), device="cpu", local_files_only=True)
             encode = partial(encoder.encode, normalize_embeddings=True, convert_to_numpy=True)
         return cls(encode, f"extractive/{name}", max_sentences=max_sentences, diversity=diversity)
