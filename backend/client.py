@@ -26,7 +26,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from backend import telemetry
 from backend.admission import Admission
-from backend.models.analysis import ImageAnalysis
+from backend.models.analysis import Explanation, ImageAnalysis
 from backend.models.index import GalleryPage, Match, StoredPhoto, clean_label
 from shared.config import Limits
 from shared.errors import (
@@ -38,9 +38,18 @@ from shared.errors import (
     InvalidImage,
     InvalidLabel,
     PhotoNotFound,
+    UnknownBreed,
     UrlRefused,
 )
-from shared.images import Embedder, InputSpec, decode_image, fetch_image_bytes, thumbnail_jpeg, to_model_input
+from shared.images import (
+    Embedder,
+    InputSpec,
+    decode_image,
+    fetch_image_bytes,
+    heat_overlay,
+    thumbnail_jpeg,
+    to_model_input,
+)
 from shared.schemas import DeploymentStatus, Readiness, SummarizeOptions, SummaryResult, validate_article
 
 logger = logging.getLogger("ray.serve")
@@ -50,7 +59,15 @@ READABLE_NAMES = {"Summarizer": "The summarizer", "Vision": "The vision model", 
 # Serve's errors that mean "not now" rather than "your input is wrong".
 SERVE_UNAVAILABLE = (BackPressureError, DeploymentUnavailableError, RayActorError)
 # Errors a replica raises for the user to read: passed on as they are.
-DOMAIN_ERRORS = (InvalidArticle, InvalidImage, InvalidLabel, IdempotencyConflict, PhotoNotFound, BackendUnavailable)
+DOMAIN_ERRORS = (
+    InvalidArticle,
+    InvalidImage,
+    InvalidLabel,
+    IdempotencyConflict,
+    PhotoNotFound,
+    UnknownBreed,
+    BackendUnavailable,
+)
 READINESS_TIMEOUT_S = 5.0
 
 
@@ -124,10 +141,13 @@ async def time_limit(seconds: float, deployment: str) -> AsyncIterator[None]:
 
 @dataclass(frozen=True)
 class PhotoAnswer:
-    """What a Find answers: the photo's analysis and the gallery's closest photos."""
+    """What a Find answers: the photo's analysis and the gallery's closest photos, and where asked,
+    where the model looked (with the model input under the heat map, uint8 RGB)."""
 
     analysis: ImageAnalysis
     matches: list[Match]
+    explanation: Explanation | None = None
+    overlay: Any = None  # np.ndarray, or None without a heat map
 
 
 @dataclass(frozen=True)
@@ -197,17 +217,32 @@ class ModelClient:
             telemetry.urls_refused().inc(tags={"reason": reason})
             raise
 
-    async def find(self, data: bytes, k: int = 4, n: int | None = None, thumbnails: bool = False) -> PhotoAnswer:
+    async def find(
+        self,
+        data: bytes,
+        k: int = 4,
+        n: int | None = None,
+        thumbnails: bool = False,
+        explain: bool = False,
+        explain_breed: str | None = None,
+    ) -> PhotoAnswer:
         """Breeds, dog score and the most similar gallery photos (searched among the top `k` breeds),
-        with their thumbnails if asked: everything a Find shows, in one answer."""
+        with their thumbnails if asked, and if `explain`, where the model looked for `explain_breed`
+        (default: the top breed): everything a Find shows, in one answer."""
         with self._admitted("Vision"):  # before decoding: a refusal costs next to nothing
             photo = await self._prepare(data)
+            explanation = overlay = None
             async with time_limit(self.limits.photo_timeout_s, "Vision"):
-                analysis = await call(self.vision.analyse, photo.pixels)
+                if explain or explain_breed:
+                    analysis, explanation = await call(self.vision.explain, photo.pixels, explain_breed or None)
+                else:
+                    analysis = await call(self.vision.analyse, photo.pixels)
+            if explanation is not None and explanation.heat is not None:
+                overlay = await asyncio.to_thread(heat_overlay, photo.pixels, explanation.heat)
             breeds = [breed for breed, _ in analysis.top_breeds(k)]
             async with time_limit(self.limits.photo_timeout_s, "Gallery"):
                 matches = await call(self.gallery.search, analysis.embedding, breeds, n, thumbnails)
-        return PhotoAnswer(analysis, matches)
+        return PhotoAnswer(analysis, matches, explanation, overlay)
 
     async def add(
         self,

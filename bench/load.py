@@ -69,6 +69,19 @@ def api_photo(target: Target, client: httpx.AsyncClient) -> Request:
     return request
 
 
+@scenario("api-photo-explained")
+def api_photo_explained(target: Target, client: httpx.AsyncClient) -> Request:
+    """The same, with where the model looked (`explain=true`: Grad-CAM and the PNG overlay)."""
+
+    async def request():
+        files = {"file": ("dog.jpg", target.photo, "image/jpeg")}
+        form = {"k": "4", "n": str(target.matches), "explain": "true"}
+        response = await client.post("/api/v1/photos", files=files, data=form)
+        return response.status_code, None
+
+    return request
+
+
 @scenario("api-predict-url")
 def api_predict_url(target: Target, client: httpx.AsyncClient) -> Request:
     """The tutorial's route: `POST /predict/ {"url", "k"}` (the app fetches the photo)."""
@@ -178,7 +191,7 @@ def ui_rest_photo(target: Target, client: httpx.AsyncClient) -> Request:
         photo = await gradio.upload("dog.jpg", target.photo)
         if photo is None:
             return 500, None
-        response = await client.post("/ui/gradio_api/run/find", json={"data": [photo, "", target.matches]})
+        response = await client.post("/ui/gradio_api/run/find", json={"data": [photo, "", target.matches, False]})
         return response.status_code, None
 
     return request
@@ -193,7 +206,7 @@ def ui_queue_photo(target: Target, client: httpx.AsyncClient) -> Request:
         photo = await queue.upload("dog.jpg", target.photo)
         if photo is None:
             return 500, None
-        return await queue.call("find", [photo, "", target.matches])
+        return await queue.call("find", [photo, "", target.matches, False])
 
     return request
 

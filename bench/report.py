@@ -84,6 +84,8 @@ def rows(results: dict[str, Any]) -> list[Row]:
         "P4: <= API + 15 ms",
         lambda d: d <= 15,
     )
+    explained = _get(results, "B1", "api_explained", "latency_ms", "p50")
+    add("B1", "API p50 with explain=true (heat map)", explained, api, "API p50", "ms", "delta", *reported)
     for q in ("p95", "p99"):
         ours, base = (
             _get(results, "B1", "api", "latency_ms", q),

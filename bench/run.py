@@ -234,6 +234,7 @@ def serve_benchmarks(app: App, wanted, results: dict, requests: int, image_url: 
         console.rule("B1: one dog photo at a time")
         results["B1"] = {
             "api": load(app.url, "api-photo", requests=requests),
+            "api_explained": load(app.url, "api-photo-explained", requests=requests),
             "ui_rest": load(app.url, "ui-rest-photo", requests=requests),
             "ui_queue": load(app.url, "ui-queue-photo", requests=requests),
         }

@@ -42,6 +42,10 @@ class UnreachableUrl(UrlRefused):
     """An image URL that was tried and failed: no answer, a host that does not resolve, an error status."""
 
 
+class UnknownBreed(ValueError):
+    """A breed to explain that the serving model does not know."""
+
+
 class PhotoNotFound(LookupError):
     """A gallery photo id that names no photo."""
 

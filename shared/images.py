@@ -108,6 +108,34 @@ def thumbnail_jpeg(image: Image.Image, max_side: int = 320, quality: int = 85) -
     return out.getvalue()
 
 
+# --------------------------------------------------------------------------- heat maps
+
+# Cold to hot: blue, yellow, red; drawn over the photo, more opaque where hotter.
+HEAT_COLOURS = ("#1f3cff", "#ffd400", "#ff1f00")
+
+
+def heat_at(heat: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A coarse heat map (h, w) resampled bilinearly to height x width, as float32."""
+    image = Image.fromarray(np.ascontiguousarray(heat, dtype=np.float32), mode="F")
+    return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def heat_overlay(pixels: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """The model input (uint8 RGB) with a 0..1 heat map over it, in HEAT_COLOURS: uint8 RGB."""
+    fine = np.clip(heat_at(heat, pixels.shape[1], pixels.shape[0]), 0.0, 1.0)
+    levels = Image.fromarray((fine * 255).round().astype(np.uint8), mode="L")
+    cold, warm, hot = HEAT_COLOURS
+    colours = np.asarray(ImageOps.colorize(levels, black=cold, white=hot, mid=warm), dtype=np.float32)
+    opacity = (0.15 + 0.5 * fine)[..., None]
+    return (pixels * (1 - opacity) + colours * opacity).round().astype(np.uint8)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
 # --------------------------------------------------------------------------- URLs
 
 

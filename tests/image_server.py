@@ -7,7 +7,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-PHOTO_DIR = Path(__file__).resolve().parent.parent / "backend" / "gallery_seed"
+SEED_DIR = Path(__file__).resolve().parent.parent / "backend" / "gallery_seed"
+# URL path prefix -> folder served: the gallery seed's photos, and the photos tests query with.
+FOLDERS = {"/photos/": SEED_DIR, "/fixtures/": Path(__file__).resolve().parent / "fixtures" / "photos"}
 
 
 class QuietHandler(BaseHTTPRequestHandler):
@@ -29,8 +31,9 @@ class QuietHandler(BaseHTTPRequestHandler):
 class Handler(QuietHandler):
     def do_GET(self) -> None:  # noqa: N802
         path = self.path.split("?")[0]
-        if path.startswith("/photos/"):
-            file = PHOTO_DIR / path.removeprefix("/photos/")
+        prefix = next((prefix for prefix in FOLDERS if path.startswith(prefix)), None)
+        if prefix:
+            file = FOLDERS[prefix] / path.removeprefix(prefix)
             if file.is_file():
                 kind = "image/png" if file.suffix == ".png" else "image/jpeg"
                 return self.reply(200, file.read_bytes(), kind)

@@ -12,6 +12,8 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "photos"
 PHOTOS = {
     "dog": FIXTURES / "dog-porch-crop.jpg",
     "dog2": FIXTURES / "dog-field-crop.jpg",
+    "dog-bicycle": FIXTURES / "dog-bicycle-crop.jpg",  # the dog in part of the photo
+    "dog-person": FIXTURES / "dog-person-crop.jpg",
     "cat": FIXTURES / "cat-face-crop.jpg",
     "eagle": FIXTURES / "eagle-crop.jpg",
     "giraffe": FIXTURES / "giraffe-crop.jpg",

@@ -13,7 +13,9 @@ ShareLineCallback = Callable[[], Awaitable[str]]
 class Callbacks(Protocol):
     def summarize(self, article: str) -> AsyncIterator[tuple[str, str]]: ...
 
-    async def find(self, photo: str | None, url: str, matches: int) -> tuple[str, object, list]: ...
+    async def find(self, photo: str | None, url: str, matches: int, explain: bool) -> tuple: ...
+
+    async def explain_toggled(self, photo: str | None, url: str, matches: int, explain: bool) -> tuple: ...
 
     async def add(self, photo: str | None, url: str, label: str) -> str: ...
 
@@ -63,7 +65,7 @@ def build_blocks(
     share_line: ShareLineCallback | None = None,
 ) -> gr.Blocks:
     """`callbacks.summarize(article)` yields (summary so far, info line) as the summary streams in;
-    `callbacks.find` answers (verdict, breed label, similar photos), `callbacks.add` a message;
+    `callbacks.find` answers (verdict, breed label, similar photos, heat map), `callbacks.add` a message;
     `share_line()`, when the app is shared, the line that shows the public link."""
     with gr.Blocks(title="Retriever", analytics_enabled=False) as blocks:
         gr.Markdown("# Retriever\nSummaries of articles and dog breeds, served by Ray Serve.")
@@ -117,6 +119,7 @@ def build_blocks(
                         label="…or an image URL", placeholder="https://example.com/dog.jpg", elem_id="photo-url"
                     )
                     matches = gr.Slider(1, 20, value=6, step=1, label="Similar photos to show", elem_id="matches")
+                    explain = gr.Checkbox(label="Show where it looked", value=False, elem_id="explain")
                     find = gr.Button("Find breed and similar photos", variant="primary", elem_id="find")
                     with gr.Accordion("Add this photo to the gallery", open=False):
                         label = gr.Textbox(
@@ -126,6 +129,16 @@ def build_blocks(
                 with gr.Column(scale=3):
                     verdict = gr.Markdown(elem_id="photo-verdict")
                     breeds = gr.Label(label="Most likely breeds", num_top_classes=5, visible=False, elem_id="breeds")
+                    looked = gr.Image(
+                        label="Where it looked",
+                        type="numpy",
+                        format="png",
+                        interactive=False,
+                        visible=False,
+                        height=320,
+                        buttons=["download"],
+                        elem_id="heat-map",
+                    )
                     similar = gr.Gallery(
                         label="Similar photos in the gallery",
                         columns=3,
@@ -177,6 +190,10 @@ def build_blocks(
         cancel.click(lambda: gr.update(visible=False), outputs=confirm, api_visibility="private")
         confirmed.click(callbacks.delete, inputs=view, outputs=page, api_visibility="private")
         run.click(callbacks.summarize, inputs=article, outputs=[summary, info], api_name="summarize")
-        find.click(callbacks.find, inputs=[photo, url, matches], outputs=[verdict, breeds, similar], api_name="find")
+        found = [verdict, breeds, similar, looked]
+        find.click(callbacks.find, inputs=[photo, url, matches, explain], outputs=found, api_name="find")
+        explain.change(
+            callbacks.explain_toggled, inputs=[photo, url, matches, explain], outputs=found, api_visibility="private"
+        )
         add.click(callbacks.add, inputs=[photo, url, label], outputs=[verdict], api_name="add")
     return blocks

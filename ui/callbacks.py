@@ -103,31 +103,49 @@ class Callbacks:
             yield summary, f"{model} · {time.perf_counter() - started:.2f} s"
 
     async def find(
-        self, photo: str | None, url: str, matches: int, request: gr.Request | None = None
-    ) -> tuple[str, Any, list]:
-        """(verdict, breed label, similar photos); the breed label is hidden when it is not a dog."""
+        self, photo: str | None, url: str, matches: int, explain: bool = False, request: gr.Request | None = None
+    ) -> tuple[str, Any, list, Any]:
+        """(verdict, breed label, similar photos, heat map); the breed label and the heat map are hidden
+        when it is not a dog, the heat map also unless `explain`."""
         try:
             self._admit(request)
-            answer = await self.models.find(await self._photo_bytes(photo, url), k=4, n=int(matches), thumbnails=True)
+            data = await self._photo_bytes(photo, url)
+            answer = await self.models.find(data, k=4, n=int(matches), thumbnails=True, explain=explain)
             shown = [
                 (m.id, m.thumbnail, f"{m.label or 'unlabelled'} · similarity {m.similarity:.2f}")
                 for m in answer.matches
             ]
             similar = await asyncio.to_thread(self._image_files, shown)
         except Exception as exc:
-            return problem(exc), gr.update(**HIDDEN_BREEDS), []
-        analysis = answer.analysis
+            return problem(exc), gr.update(**HIDDEN_BREEDS), [], hidden()
+        analysis, explanation = answer.analysis, answer.explanation
         answered_by = f"\n\nAnswered by `{analysis.model}`."  # which registered version, across live swaps
+        looked = hidden()
+        if explanation is not None and explanation.heat is not None:
+            label = f"Where it looked for {explanation.breed} (red: the strongest evidence)"
+            looked = gr.update(value=answer.overlay, label=label, visible=True)
+        elif explanation is not None:
+            answered_by += f" No heat map: {explanation.unavailable}"
         if not analysis.is_dog:
             verdict = (
                 f"**Not a dog**: this looks like a {analysis.best_guess} "
                 f"(dog score {analysis.dog_score:.2f}). The closest photos in the gallery are below."
             )
-            return verdict + answered_by, gr.update(**HIDDEN_BREEDS), similar
+            return verdict + answered_by, gr.update(**HIDDEN_BREEDS), similar, hidden()  # no breed to explain
         top = analysis.top_breeds(5)
         breed, p = top[0]
         verdict = f"**A dog** (dog score {analysis.dog_score:.2f}), most likely a **{breed}** ({p:.0%})."
-        return verdict + answered_by, gr.update(value=dict(top), visible=True), similar
+        return verdict + answered_by, gr.update(value=dict(top), visible=True), similar, looked
+
+    async def explain_toggled(
+        self, photo: str | None, url: str, matches: int, explain: bool, request: gr.Request | None = None
+    ) -> tuple:
+        """The heat map checkbox: on, the photo is found again with its map; off, the map goes."""
+        if not explain:
+            return gr.skip(), gr.skip(), gr.skip(), hidden()
+        if not photo and not (url and url.strip()):
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()  # nothing to explain yet: the next Find will
+        return await self.find(photo, url, matches, explain, request)
 
     async def add(self, photo: str | None, url: str, label: str, request: gr.Request | None = None) -> str:
         try:

@@ -32,6 +32,7 @@ from shared.errors import (
     NotAuthenticated,
     PhotoNotFound,
     RateLimited,
+    UnknownBreed,
 )
 
 logger = logging.getLogger("ray.serve")
@@ -44,6 +45,7 @@ HTTP_STATUS: list[tuple[type[Exception], int]] = [
     (InvalidArticle, 422),
     (InvalidImage, 422),
     (InvalidLabel, 422),
+    (UnknownBreed, 422),
     (NotAuthenticated, 401),
     (NotAllowed, 403),
     (PhotoNotFound, 404),
@@ -61,7 +63,7 @@ DESCRIPTIONS = {
     413: "The text or image is larger than the configured limit.",
     422: "Input that cannot be used: empty or non-text text, a file that is not a readable image, "
     "an image URL that cannot be fetched, a label with control characters or over 100 characters, "
-    "or a request that does not match the schema.",
+    "a breed to explain that the model does not know, or a request that does not match the schema.",
     429: "The caller is over its request rate; the Retry-After header says when to try again.",
     503: "A model deployment is busy (its queue is full), restarting, or did not answer in time; "
     "the Retry-After header says when to try again.",

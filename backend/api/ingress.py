@@ -6,6 +6,7 @@ to HTTP answers in one place (backend/api/errors.py). No model code runs here.
 
 # No `from __future__ import annotations` here: Serve ships this class to replicas by value, and
 # FastAPI must evaluate the route annotations (SummarizeRequest, ...) from the function objects.
+import base64
 import functools
 import logging
 import time
@@ -26,6 +27,7 @@ from backend.api.request_ids import request_id
 from backend.api.schemas import (
     GalleryItem,
     GalleryList,
+    HeatMap,
     PhotoMatch,
     PredictRequest,
     PredictResponse,
@@ -37,6 +39,7 @@ from backend.client import ModelClient, PhotoAnswer
 from backend.models.index import StoredPhoto
 from shared.config import Limits
 from shared.errors import ImageTooLarge
+from shared.images import png_bytes
 from shared.rate_limit import RateLimit
 from shared.schemas import Readiness, SummarizeOptions
 
@@ -140,6 +143,20 @@ def predict_response(request: Request, answer: PhotoAnswer) -> PredictResponse:
         is_dog=analysis.is_dog,
         best_guess=analysis.best_guess,
         model=analysis.model,
+        explanation=heat_map(answer) if answer.explanation else None,
+    )
+
+
+def heat_map(answer: PhotoAnswer) -> HeatMap:
+    explanation = answer.explanation
+    if explanation.heat is None:
+        return HeatMap(breed=None, probability=None, heat=None, image=None, unavailable=explanation.unavailable)
+    image = "data:image/png;base64," + base64.b64encode(png_bytes(answer.overlay)).decode()
+    return HeatMap(
+        breed=explanation.breed,
+        probability=explanation.probability,
+        heat=explanation.heat.round(4).tolist(),
+        image=image,
     )
 
 
@@ -230,7 +247,8 @@ class Api:
     async def predict_url(
         self, request: Request, body: PredictRequest, _: Caller = caller("read", limited=True)
     ) -> PredictResponse:
-        answer = await self.models.find(await self.models.fetch(body.url), body.k, body.n)
+        data = await self.models.fetch(body.url)
+        answer = await self.models.find(data, body.k, body.n, explain=body.explain, explain_breed=body.explain_breed)
         return predict_response(request, answer)
 
     @api.post(
@@ -247,8 +265,13 @@ class Api:
         file: UploadFile = File(description="The photo (JPEG, PNG, GIF, WebP, BMP, TIFF)."),
         k: int = Form(4, ge=1, le=118, description="How many top breeds filter the gallery search."),
         n: int | None = Form(None, ge=1, le=50, description="How many similar photos."),
+        explain: bool = Form(False, description="Also answer where the model looked (`explanation`)."),
+        explain_breed: str | None = Form(
+            None, max_length=200, description="The breed to explain (implies explain); default: the top breed."
+        ),
     ) -> PredictResponse:
-        answer = await self.models.find(await self._read_upload(file), k, n)
+        data = await self._read_upload(file)
+        answer = await self.models.find(data, k, n, explain=explain, explain_breed=explain_breed)
         return predict_response(request, answer)
 
     @api.post(

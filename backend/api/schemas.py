@@ -46,6 +46,10 @@ class PredictRequest(BaseModel):
     url: str = Field(description="http(s) URL of the photo.", max_length=2048)
     k: int = Field(4, ge=1, le=118, description="How many top breeds filter the gallery search.")
     n: int | None = Field(None, ge=1, le=50, description="How many similar photos (default: the configured 5).")
+    explain: bool = Field(False, description="Also answer where the model looked (`explanation`).")
+    explain_breed: str | None = Field(
+        None, max_length=200, description="The breed to explain (implies explain); default: the top breed."
+    )
 
 
 class PhotoMatch(BaseModel):
@@ -57,6 +61,19 @@ class PhotoMatch(BaseModel):
     similarity: float = Field(description="Cosine similarity of the embeddings, -1..1.")
 
 
+class HeatMap(BaseModel):
+    """Where the model looked for a breed: Grad-CAM over its last convolutional features."""
+
+    breed: str | None = Field(description="The breed explained; null when there is no map.")
+    probability: float | None = Field(description="Its p(breed | dog).")
+    heat: list[list[float]] | None = Field(
+        description="The map, rows top to bottom, 0..1 (1: the strongest evidence), over the photo's centre "
+        "crop that the model reads (7 x 7 for EfficientNet-Lite0 at 224 px)."
+    )
+    image: str | None = Field(description="A data:image/png;base64 URL: that crop with the map drawn over it.")
+    unavailable: str | None = Field(None, description="Why there is no map (CLIP has no convolutional features).")
+
+
 class PredictResponse(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
@@ -66,6 +83,7 @@ class PredictResponse(BaseModel):
     is_dog: bool
     best_guess: str = Field(description="The most likely of the 1,000 ImageNet classes.")
     model: str
+    explanation: HeatMap | None = Field(None, description="Where the model looked; only when asked (`explain`).")
 
 
 class GalleryItem(BaseModel):

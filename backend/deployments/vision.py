@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 
 from backend import telemetry
-from backend.models.analysis import ImageAnalysis
+from backend.models.analysis import Explanation, ImageAnalysis
 from backend.models.vision import VisionModel
 from backend.models.vision_loader import VisionKind, load_pinned, pin_vision_model
 from shared.images import Embedder
@@ -67,6 +67,13 @@ class VisionSettings(BaseModel):
     def source(self) -> tuple:
         """What decides which model to load (the rest applies without a reload)."""
         return self.kind, self.model, self.tracking_uri
+
+
+def count_photos(analyses: list[ImageAnalysis]) -> None:
+    for analysis in analyses:
+        telemetry.photos().inc(tags={"verdict": "dog" if analysis.is_dog else "not_dog"})
+        if analysis.is_dog:
+            telemetry.top_breeds().inc(tags={"breed": analysis.top_breeds(1)[0][0]})
 
 
 @serve.deployment(name="Vision", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=32, user_config={})
@@ -180,11 +187,17 @@ class Vision:
             # batch runs on the model of the moment it starts; a swap meanwhile affects the next batch.
             with telemetry.model_time("Vision", "forward"):
                 analyses = await asyncio.to_thread(self.model.analyse, batch)
-        for analysis in analyses:
-            telemetry.photos().inc(tags={"verdict": "dog" if analysis.is_dog else "not_dog"})
-            if analysis.is_dog:
-                telemetry.top_breeds().inc(tags={"breed": analysis.top_breeds(1)[0][0]})
+        count_photos(analyses)
         return analyses
+
+    async def explain(self, pixels: np.ndarray, breed: str | None = None) -> tuple[ImageAnalysis, Explanation]:
+        """One image's analysis and where the model looked for `breed` (default: the top one). A pass
+        of its own (it needs gradients), beside the batched ones: a photo without it pays nothing."""
+        async with self.passes:
+            with telemetry.model_time("Vision", "explain"):
+                analysis, explanation = await asyncio.to_thread(self.model.explain, pixels, breed)
+        count_photos([analysis])
+        return analysis, explanation
 
     def status(self) -> DeploymentStatus:
         ready = self.model is not None

@@ -24,3 +24,14 @@ class ImageAnalysis:
     def top_breeds(self, count: int) -> list[tuple[str, float]]:
         order = np.argsort(-self.breed_probabilities)[:count]
         return [(self.labels[i], float(self.breed_probabilities[i])) for i in order]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Where the model looked for one breed: a Grad-CAM heat map over its last convolutional features,
+    or, for a model that has none (CLIP), why there is no map."""
+
+    breed: str | None  # the breed explained
+    probability: float | None  # its p(breed | dog)
+    heat: np.ndarray | None  # float32 (h, w) in 0..1 over the model input, 1 where the evidence is strongest
+    unavailable: str | None = None  # why there is no map

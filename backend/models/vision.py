@@ -16,6 +16,10 @@ the model's `input_spec`: geometry at the ingress, normalisation inside the netw
 - `BreedClassifier`: a `BreedNetwork` (eager, or loaded from the registry) with its labels and settings.
 - `ClipVision`: any CLIPModel by hub id or path (the tutorial's openai/clip-vit-base-patch32); embedding =
   its image embedding; class probabilities by zero-shot over the 1,000 ImageNet class names.
+
+`explain(pixels, breed)` answers an image's analysis and where the model looked for a breed: Grad-CAM
+over the breed network's last convolutional features (for the packaged linear head it equals the class
+activation map). CLIP has no such features: its explanation says so.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from backend.models.analysis import ImageAnalysis
+from backend.models.analysis import Explanation, ImageAnalysis
+from shared.errors import UnknownBreed
 from shared.images import InputSpec
 
 DOG_CLASSES = slice(151, 269)  # ImageNet-1k indices of the 118 dog breeds
@@ -94,6 +99,8 @@ class VisionModel(Protocol):
 
     def analyse(self, pixels: list[np.ndarray]) -> list[ImageAnalysis]: ...
 
+    def explain(self, pixels: np.ndarray, breed: str | None = None) -> tuple[ImageAnalysis, Explanation]: ...
+
 
 def _stack(pixels: list[np.ndarray]) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> float (N, 3, H, W), still 0..255."""
@@ -153,14 +160,69 @@ class BreedNetwork(torch.nn.Module):
         self.backbone = backbone
         self.head = head
 
-    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+    def feature_map(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The last convolutional features, (N, 1280, H/32, W/32)."""
         batch = (pixels.permute(0, 3, 1, 2).float() - 127.0) / 128.0
-        return self.backbone.extract_features(batch).mean(dim=(2, 3))
+        return self.backbone.extract_features(batch)
 
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        features = self.features(pixels)
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The pooled features: the embedding, and every head's input."""
+        return self.feature_map(pixels).mean(dim=(2, 3))
+
+    def heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # The backbone's own classifier (its dropout is identity in eval mode): same logits as backbone(x).
         return features, self.backbone._fc(features), self.head(features)
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.heads(self.features(pixels))
+
+
+class _FeatureMapLeaf(torch.fx.Interpreter):
+    """Runs an exported `BreedNetwork` graph (what the registry loads) with its last convolutional
+    feature map made a leaf that gradients reach: the input of the global average pool whose result is
+    the graph's first output. Only the heads after it run with gradients."""
+
+    def __init__(self, module: torch.fx.GraphModule) -> None:
+        super().__init__(module)
+        output = next(node for node in module.graph.nodes if node.op == "output")
+        self.pool = output.args[0][0]
+        if getattr(self.pool.target, "__name__", "") != "mean.dim":
+            raise ValueError(f"the network's features are not a global average pool ({self.pool.target})")
+        self.feature_map: torch.Tensor | None = None
+
+    def run_node(self, node: torch.fx.Node) -> Any:
+        if node is self.pool:
+            self.feature_map = self.env[node.args[0]].detach().requires_grad_(True)
+            with torch.enable_grad():
+                return self.feature_map.mean(dim=(2, 3))
+        with torch.set_grad_enabled(self.feature_map is not None):
+            return super().run_node(node)
+
+
+def forward_with_feature_map(
+    network: Callable, batch: torch.Tensor
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(the last convolutional feature map as a leaf, the network's outputs computed from it with
+    gradients): an eager `BreedNetwork` or the exported graph of one."""
+    if isinstance(network, BreedNetwork):
+        with torch.no_grad():
+            feature_map = network.feature_map(batch)
+        feature_map.requires_grad_(True)
+        with torch.enable_grad():
+            return feature_map, network.heads(feature_map.mean(dim=(2, 3)))
+    interpreter = _FeatureMapLeaf(network)
+    with torch.no_grad():
+        outputs = interpreter.run(batch)
+    return interpreter.feature_map, tuple(outputs)
+
+
+def grad_cam(feature_map: torch.Tensor, gradient: torch.Tensor) -> np.ndarray:
+    """Grad-CAM of one image, (C, h, w) features and the gradient of a logit with respect to them:
+    the features weighted by their mean gradient, summed, negative evidence cut, scaled to 0..1."""
+    weights = gradient.mean(dim=(1, 2))
+    cam = torch.relu(torch.einsum("c,chw->hw", weights, feature_map))
+    peak = cam.max()
+    return (cam / peak if peak > 0 else cam).numpy().astype(np.float32)
 
 
 @dataclass
@@ -208,6 +270,20 @@ class BreedClassifier:
 
     def analyse(self, pixels: list[np.ndarray]) -> list[ImageAnalysis]:
         return self.postprocess(*self.forward(self.preprocess(pixels)))
+
+    def explain(self, pixels: np.ndarray, breed: str | None = None) -> tuple[ImageAnalysis, Explanation]:
+        """One image's analysis and Grad-CAM of `breed` (default: its most likely one), from one pass."""
+        if breed is not None and breed not in self.labels:
+            raise UnknownBreed(f"{breed!r} is not one of the breeds of {self.model_name}.")
+        feature_map, (features, imagenet_logits, label_logits) = forward_with_feature_map(
+            self.network, self.preprocess([pixels])
+        )
+        (analysis,) = self.postprocess(features.detach(), imagenet_logits.detach(), label_logits.detach())
+        breed = breed or analysis.top_breeds(1)[0][0]
+        index = self.labels.index(breed)
+        (gradient,) = torch.autograd.grad(label_logits[0, index], feature_map)
+        heat = grad_cam(feature_map[0].detach(), gradient[0])
+        return analysis, Explanation(breed, float(analysis.breed_probabilities[index]), heat)
 
 
 @dataclass
@@ -275,6 +351,11 @@ class ClipVision:
 
     def analyse(self, pixels: list[np.ndarray]) -> list[ImageAnalysis]:
         return self.postprocess(*self.forward(self.preprocess(pixels)))
+
+    def explain(self, pixels: np.ndarray, breed: str | None = None) -> tuple[ImageAnalysis, Explanation]:
+        (analysis,) = self.analyse([pixels])
+        reason = f"{self.model_name} is a vision transformer: it has no convolutional features to map."
+        return analysis, Explanation(None, None, None, unavailable=reason)
 
 
 def _features(output: Any) -> torch.Tensor:

@@ -2,9 +2,11 @@
 the gallery, and bad input. URLs that are really fetched point at the test's loopback image server,
 which is on the app's allowlist; every other address must be refused before any connection."""
 
+import base64
 import io
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -183,3 +185,35 @@ def test_service_is_healthy_after_bad_input(client):
     assert ready["ready"] is True
     assert set(ready["deployments"]) == {"Summarizer", "Vision", "Gallery"}
     assert upload(client, "dog").status_code == 200
+
+
+def test_explain_answers_where_the_model_looked_as_an_in_process_pass_does(client, image_server):
+    """`explain` adds the heat map of the top breed (or the one asked about) as numbers and as a PNG over
+    the photo's model input; it equals Grad-CAM on the packaged network in this process."""
+    model = BreedClassifier.packaged()
+    pixels = to_model_input(decode_image(PHOTOS["dog-bicycle"].read_bytes(), Limits()), model.input_spec)
+    _, expected = model.explain(pixels)
+    _, chihuahua = model.explain(pixels, "Chihuahua")
+
+    plain = upload(client, "dog-bicycle").json()
+    assert plain["explanation"] is None  # only when asked
+    for body in (
+        upload(client, "dog-bicycle", explain="true").json(),
+        client.post(
+            "/predict/", json={"url": f"{image_server.url}/fixtures/dog-bicycle-crop.jpg", "explain": True}
+        ).json(),
+    ):
+        explanation = body["explanation"]
+        assert explanation["breed"] == next(iter(body["probabilities"])) == expected.breed
+        assert explanation["probability"] == pytest.approx(body["probabilities"][expected.breed], abs=1e-4)
+        np.testing.assert_allclose(explanation["heat"], expected.heat, atol=1e-3)
+        assert explanation["image"].startswith("data:image/png;base64,")
+        overlay = Image.open(io.BytesIO(base64.b64decode(explanation["image"].split(",", 1)[1])))
+        assert (overlay.format, overlay.size) == ("PNG", (224, 224))
+        assert body["probabilities"] == pytest.approx(plain["probabilities"], abs=1e-5)  # the same answer
+
+    asked = upload(client, "dog-bicycle", explain_breed="Chihuahua").json()["explanation"]
+    assert asked["breed"] == "Chihuahua"
+    np.testing.assert_allclose(asked["heat"], chihuahua.heat, atol=1e-3)
+    unknown = upload(client, "dog-bicycle", explain_breed="poodle-ish")
+    assert unknown.status_code == 422 and "poodle-ish" in unknown.json()["detail"], unknown.text

@@ -23,7 +23,7 @@ def test_only_the_vision_replicas_load_torch(serve_app):
         assert client.post("/api/v1/summarize", json={"text": "One sentence. And another."}).status_code == 200
         uploaded = client.post("/ui/gradio_api/upload", files={"files": ("dog.jpg", data, "image/jpeg")}).json()[0]
         photo = {"path": uploaded, "orig_name": "dog.jpg", "meta": {"_type": "gradio.FileData"}}
-        found = client.post("/ui/gradio_api/run/find", json={"data": [photo, "", 3]})
+        found = client.post("/ui/gradio_api/run/find", json={"data": [photo, "", 3, False]})
         assert found.status_code == 200 and "malamute" in found.text.lower(), found.text[:300]
     replicas = [p for p in sample_processes(tree_pids(os.getpid())) if p.title.startswith("ray::ServeReplica:")]
     roles = {p.role for p in replicas}

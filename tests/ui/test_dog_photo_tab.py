@@ -1,11 +1,16 @@
 """The Dog photo tab in Debian's Chromium: upload a photo, see breeds and similar photos."""
 
+import io
 import re
 
+import numpy as np
 import pytest
+from PIL import Image
 from playwright.sync_api import Locator, Page, expect
 
-from backend.models.vision import dog_breeds
+from backend.models.vision import BreedClassifier, dog_breeds
+from shared.config import Limits
+from shared.images import decode_image, heat_overlay, to_model_input
 from tests.conftest import PHOTOS
 
 pytestmark = pytest.mark.serve
@@ -156,3 +161,35 @@ def test_an_upload_over_the_size_cap_shows_the_limit(tab: Page, tmp_path, screen
     )
     tab.wait_for_timeout(1000)  # the toast slides in
     tab.screenshot(path=screenshots_dir / "upload-over-the-cap.png")  # the toast is fixed to the viewport
+
+
+def test_show_where_it_looked_draws_the_heat_map_over_the_photo(tab: Page, screenshots_dir):
+    """Ticking the box after a Find explains that photo; the image shown is the in-process overlay
+    (a PNG, so pixel for pixel); unticking hides it, and a photo that is not a dog has none."""
+    model = BreedClassifier.packaged()
+    pixels = to_model_input(decode_image(PHOTOS["dog-bicycle"].read_bytes(), Limits()), model.input_spec)
+    _, explanation = model.explain(pixels)
+    expected = heat_overlay(pixels, explanation.heat)
+
+    upload(tab, "dog-bicycle")
+    tab.locator("#find").click()
+    expect(tab.locator("#photo-verdict")).to_contain_text("A dog", timeout=TIMEOUT_MS)
+    heat_map = tab.locator("#heat-map")
+    expect(heat_map).to_be_hidden()
+    tab.get_by_label("Show where it looked").check()
+    expect(heat_map).to_contain_text(f"Where it looked for {explanation.breed}", timeout=TIMEOUT_MS)
+    image = heat_map.locator("img")
+    expect(image).to_be_visible()
+    shown = tab.request.get(image.get_attribute("src"))
+    assert shown.ok, shown.status
+    drawn = np.asarray(Image.open(io.BytesIO(shown.body())).convert("RGB")).astype(int)
+    assert drawn.shape == expected.shape and np.abs(drawn - expected).max() <= 1  # float rounding at most
+    tab.screenshot(path=screenshots_dir / "dog-photo-heat-map.png", full_page=True)
+
+    tab.get_by_label("Show where it looked").uncheck()
+    expect(heat_map).to_be_hidden()
+    tab.get_by_label("Show where it looked").check()
+    upload(tab, "cat")
+    tab.locator("#find").click()
+    expect(tab.locator("#photo-verdict")).to_contain_text("Not a dog", timeout=TIMEOUT_MS)
+    expect(heat_map).to_be_hidden()

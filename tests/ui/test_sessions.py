@@ -124,7 +124,7 @@ def test_gradio_client_programs_at_once_each_stay_on_one_replica(serve_app: str)
             for _ in range(ROUNDS):
                 summary, _ = client.predict(article, api_name="/summarize")
                 assert len(picked(article, summary)) == SUMMARY_SENTENCES, summary
-                verdict, _, _ = client.predict(handle_file(str(PHOTOS["dog2"])), "", 3, api_name="/find")
+                verdict, *_ = client.predict(handle_file(str(PHOTOS["dog2"])), "", 3, False, api_name="/find")
                 assert verdict.startswith("**A dog**"), verdict
             return client.cookies[COOKIE]
 

@@ -93,3 +93,29 @@ def test_a_new_version_keeps_its_labels_and_the_alias_stays_until_moved(registry
 def test_references_that_name_nothing_fail_clearly(registry, reference, message):
     with pytest.raises(RegistryError, match=message):
         registry.resolve(reference)
+
+
+def test_registered_versions_map_where_their_eager_networks_look(registry):
+    """Grad-CAM through the exported graph the registry holds equals Grad-CAM on the eager network, for
+    the packaged head (linear) and a trained one (with batch norm, registered under a name of its own)."""
+    torch.manual_seed(1)
+    trained = BreedNetwork(load_backbone(), classification_head(3)).eval()
+    card = ModelCard(labels=["a", "b", "c"], backbone_sha256="test", head="mlp")
+    with registry._mlflow.start_run(experiment_id=registry.experiment_id("unit")):
+        info = registry.log_model(trained, card, registered_name="explained-unit")
+    pairs = [
+        (registry.load(registry.resolve(f"models:/{MODEL_NAME}/1")), BreedClassifier.packaged()),
+        (
+            registry.load(registry.resolve(f"models:/explained-unit/{info.registered_model_version}")),
+            BreedClassifier(trained, ("a", "b", "c")),
+        ),
+    ]
+    pixels = to_model_input(decode_image(PHOTOS["dog2"].read_bytes(), Limits()), pairs[0][0].input_spec)
+    for served, eager in pairs:
+        assert not isinstance(served.network, BreedNetwork)  # the exported graph
+        for breed in (None, served.labels[-1]):
+            _, explained = served.explain(pixels, breed)
+            _, expected = eager.explain(pixels, breed)
+            assert explained.breed == expected.breed == (breed or explained.breed)
+            assert explained.heat.max() == pytest.approx(1.0)
+            np.testing.assert_allclose(explained.heat, expected.heat, atol=1e-4)

@@ -135,7 +135,7 @@ def test_an_empty_article_is_refused_before_any_call(tmp_path):
 
 def test_a_vision_replica_that_dies_twice_is_retried_once_then_reported(tmp_path):
     analyse = Method("Vision", ActorDiedError(), ActorDiedError())
-    verdict, breeds, similar = run(callbacks(tmp_path, analyse=analyse).find(str(PHOTOS["dog"]), "", 5))
+    verdict, breeds, similar, _ = run(callbacks(tmp_path, analyse=analyse).find(str(PHOTOS["dog"]), "", 5))
     assert analyse.calls == 2  # sent once more: Serve routes it to the replacement replica
     assert verdict == (
         "⚠️ **Try again shortly:** The vision model stopped during the request and is restarting; try again shortly."
@@ -145,7 +145,7 @@ def test_a_vision_replica_that_dies_twice_is_retried_once_then_reported(tmp_path
 
 def test_a_full_vision_queue_is_not_retried(tmp_path):
     analyse = Method("Vision", BackPressureError(64, 64, retry_after_s=2))
-    verdict, _, _ = run(callbacks(tmp_path, analyse=analyse).find(str(PHOTOS["dog"]), "", 5))
+    verdict, *_ = run(callbacks(tmp_path, analyse=analyse).find(str(PHOTOS["dog"]), "", 5))
     assert analyse.calls == 1
     assert verdict == "⚠️ **Try again shortly:** The vision model is busy (its queue is full); try again shortly."
 
@@ -162,12 +162,12 @@ def test_a_gallery_add_is_never_sent_twice(tmp_path):
 
 def test_a_vision_model_that_does_not_answer_in_time_says_so(tmp_path):
     ui = callbacks(tmp_path, analyse=Method("Vision", delay_s=5), limits=Limits(photo_timeout_s=1))
-    verdict, _, _ = run(ui.find(str(PHOTOS["dog"]), "", 5))
+    verdict, *_ = run(ui.find(str(PHOTOS["dog"]), "", 5))
     assert verdict == "⚠️ **Try again shortly:** The vision model did not answer within 1 s; try again."
 
 
 def test_a_bug_behind_the_photo_tab_shows_a_message_not_a_traceback(tmp_path):
-    verdict, _, _ = run(
+    verdict, *_ = run(
         callbacks(tmp_path, analyse=Method("Vision", KeyError("internal detail"))).find(str(PHOTOS["dog"]), "", 5)
     )
     assert verdict == "⚠️ **Something went wrong:** the error is logged; try again in a moment."
@@ -181,7 +181,7 @@ def test_a_find_shows_the_thumbnails_that_came_with_its_matches(tmp_path):
     )  # fmt: skip
     matches = [Match(7, "cat", 0.9, b"\xff\xd8seven"), Match(8, None, 0.5, b"\xff\xd8eight")]
     ui = callbacks(tmp_path, analyse=Method("Vision", result=analysis), search=Method("Gallery", result=matches))
-    verdict, breeds, similar = run(ui.find(str(PHOTOS["cat"]), "", 2))
+    verdict, breeds, similar, _ = run(ui.find(str(PHOTOS["cat"]), "", 2))
     assert verdict.startswith("**Not a dog**: this looks like a tabby") and breeds["visible"] is False
     assert similar == [
         (str(tmp_path / "7.jpg"), "cat · similarity 0.90"),

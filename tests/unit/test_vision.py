@@ -174,3 +174,14 @@ def test_clip_backend_embeds_and_scores_imagenet_classes_zero_shot(tiny_clip):
     assert analysis.breed_probabilities.sum() == pytest.approx(1.0, abs=1e-4)
     assert 0.0 < analysis.dog_score < 1.0
     assert analysis.best_guess in imagenet_classes()
+
+
+def test_clip_answers_without_a_heat_map_and_says_why(tiny_clip):
+    """CLIP is a vision transformer: no convolutional features to map. Its answer says so instead of failing."""
+    clip = ClipVision.load(tiny_clip)
+    photo = to_model_input(decode_image(PHOTOS["dog"].read_bytes(), Limits()), clip.input_spec)
+    analysis, explanation = clip.explain(photo)
+    (expected,) = clip.analyse([photo])
+    np.testing.assert_allclose(analysis.breed_probabilities, expected.breed_probabilities, atol=1e-6)
+    assert explanation.heat is None and explanation.breed is None
+    assert "no convolutional features" in explanation.unavailable and clip.model_name in explanation.unavailable
