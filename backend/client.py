@@ -38,6 +38,7 @@ from shared.errors import (
     InvalidImage,
     InvalidLabel,
     PhotoNotFound,
+    TooManyPhotos,
     UnknownBreed,
     UrlRefused,
 )
@@ -243,6 +244,33 @@ class ModelClient:
             async with time_limit(self.limits.photo_timeout_s, "Gallery"):
                 matches = await call(self.gallery.search, analysis.embedding, breeds, n, thumbnails)
         return PhotoAnswer(analysis, matches, explanation, overlay)
+
+    def check_batch(self, sizes: list[int]) -> None:
+        """TooManyPhotos if photos of these sizes (bytes) are more, or larger together, than a batch may be."""
+        if len(sizes) > self.limits.max_batch_photos:
+            raise TooManyPhotos(f"At most {self.limits.max_batch_photos} photos at once; this was {len(sizes)}.")
+        if sum(sizes) > self.limits.max_batch_bytes:
+            raise TooManyPhotos(
+                f"The photos come to {sum(sizes) / 2**20:.1f} MiB together, over the limit of "
+                f"{self.limits.max_batch_bytes / 2**20:.0f} MiB."
+            )
+
+    async def analyse_photos(self, photos: list[bytes]) -> list[ImageAnalysis | InvalidImage | BackendUnavailable]:
+        """Each photo's analysis, in order, or what kept that photo from one (not an image, over a limit,
+        the model busy): a bad photo fails alone. The photos go to Vision together, so that its batcher
+        puts them in few forward passes."""
+        self.check_batch([len(data) for data in photos])
+
+        async def analyse(data: bytes) -> ImageAnalysis | InvalidImage | BackendUnavailable:
+            try:
+                with self._admitted("Vision"):
+                    photo = await self._prepare(data)
+                    async with time_limit(self.limits.photo_timeout_s, "Vision"):
+                        return await call(self.vision.analyse, photo.pixels)
+            except (InvalidImage, BackendUnavailable) as problem:
+                return problem
+
+        return list(await asyncio.gather(*(analyse(data) for data in photos)))
 
     async def add(
         self,

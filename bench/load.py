@@ -82,6 +82,24 @@ def api_photo_explained(target: Target, client: httpx.AsyncClient) -> Request:
     return request
 
 
+BATCH = 16  # photos in one batch request
+
+
+@scenario("api-photo-batch")
+def api_photo_batch(target: Target, client: httpx.AsyncClient) -> Request:
+    """BATCH photos in one request (`POST /api/v1/photos/batch`): breeds and dog scores, no gallery search."""
+
+    async def request():
+        files = [("file", (f"dog{i}.jpg", target.photo, "image/jpeg")) for i in range(BATCH)]
+        response = await client.post("/api/v1/photos/batch", files=files)
+        if response.status_code != 200:
+            return response.status_code, None
+        failed = [r["status"] for r in response.json()["results"] if r["status"] != 200]
+        return (f"a photo {failed[0]}" if failed else 200), None  # only a whole answer counts
+
+    return request
+
+
 @scenario("api-predict-url")
 def api_predict_url(target: Target, client: httpx.AsyncClient) -> Request:
     """The tutorial's route: `POST /predict/ {"url", "k"}` (the app fetches the photo)."""

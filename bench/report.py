@@ -86,6 +86,18 @@ def rows(results: dict[str, Any]) -> list[Row]:
     )
     explained = _get(results, "B1", "api_explained", "latency_ms", "p50")
     add("B1", "API p50 with explain=true (heat map)", explained, api, "API p50", "ms", "delta", *reported)
+    batch = _get(results, "B1", "api_batch_16", "latency_ms", "p50")
+    add(
+        "B1",
+        "16 photos in one batch request, p50",
+        batch,
+        api * 16 if api else None,
+        "16 single API calls (16 x API p50)",
+        "ms",
+        "ratio",
+        "issue 22: clearly less (<= 0.7x)",
+        lambda r: r <= 0.7,
+    )
     for q in ("p95", "p99"):
         ours, base = (
             _get(results, "B1", "api", "latency_ms", q),

@@ -235,6 +235,7 @@ def serve_benchmarks(app: App, wanted, results: dict, requests: int, image_url: 
         results["B1"] = {
             "api": load(app.url, "api-photo", requests=requests),
             "api_explained": load(app.url, "api-photo-explained", requests=requests),
+            "api_batch_16": load(app.url, "api-photo-batch", requests=max(10, requests // 4)),
             "ui_rest": load(app.url, "ui-rest-photo", requests=requests),
             "ui_queue": load(app.url, "ui-queue-photo", requests=requests),
         }

@@ -28,6 +28,10 @@ class Limits(BaseModel):
     # to gigabytes: a decompression bomb).
     max_image_bytes: int = Field(10 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(40_000_000, ge=1)
+    # Several photos at once (POST /api/v1/photos/batch, the UI's Dog photo tab): how many, and their
+    # bytes together.
+    max_batch_photos: int = Field(32, ge=1)
+    max_batch_bytes: int = Field(64 * 1024 * 1024, ge=1)
 
     # Image URLs.
     url_timeout_s: float = Field(10.0, gt=0)

@@ -23,6 +23,10 @@ class ImageTooLarge(InvalidImage):
     """A file or a decoded image over the configured limits."""
 
 
+class TooManyPhotos(ValueError):
+    """A batch of photos over the configured count or total size."""
+
+
 class UrlRefused(InvalidImage):
     """An image URL that was not fetched or could not be; `reason`: a short name for counting them."""
 

@@ -19,6 +19,8 @@ class Callbacks(Protocol):
 
     async def add(self, photo: str | None, url: str, label: str) -> str: ...
 
+    async def analyse_many(self, files: list[str] | None) -> tuple: ...
+
     # The Gallery tab's: each answers (photos, status, view, editor, details, label, confirmation).
     async def browse(self, label: str) -> tuple: ...
 
@@ -146,6 +148,23 @@ def build_blocks(
                         object_fit="cover",
                         elem_id="similar",
                     )
+            with gr.Accordion("Several photos at once", open=False, elem_id="batch"):
+                many = gr.File(
+                    label="Photos (choose or drop several)",
+                    file_count="multiple",
+                    type="filepath",
+                    height=140,
+                    elem_id="batch-photos",
+                )
+                analyse_many = gr.Button("Analyse the photos", variant="primary", elem_id="batch-run")
+                many_status = gr.Markdown(elem_id="batch-status")
+                many_table = gr.Dataframe(
+                    interactive=False,
+                    wrap=True,
+                    visible=False,
+                    elem_id="batch-table",
+                )
+                many_csv = gr.DownloadButton("Download the table (CSV)", visible=False, elem_id="batch-csv")
         with gr.Tab("Gallery") as gallery_tab:
             with gr.Row(equal_height=True):
                 label_filter = gr.Textbox(
@@ -196,4 +215,7 @@ def build_blocks(
             callbacks.explain_toggled, inputs=[photo, url, matches, explain], outputs=found, api_visibility="private"
         )
         add.click(callbacks.add, inputs=[photo, url, label], outputs=[verdict], api_name="add")
+        analyse_many.click(
+            callbacks.analyse_many, inputs=many, outputs=[many_status, many_table, many_csv], api_name="analyse_many"
+        )
     return blocks

@@ -5,6 +5,7 @@ left running or a stack trace."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import dataclasses
 import logging
 import time
@@ -17,6 +18,7 @@ from typing import Any
 import gradio as gr
 
 from backend.client import ModelClient
+from backend.models.analysis import ImageAnalysis
 from backend.models.index import StoredPhoto
 from shared.errors import BackendUnavailable, InvalidArticle, InvalidImage, InvalidLabel, PhotoNotFound, RateLimited
 from shared.rate_limit import RateLimit, TokenBuckets
@@ -34,6 +36,8 @@ PROBLEM_TITLES: list[tuple[type[Exception], str]] = [
     (BackendUnavailable, "Try again shortly"),
 ]
 GALLERY_PAGE = 24  # photos per page of the Gallery tab: four rows of six
+BATCH_COLUMNS = ["Photo", "Dog?", "Top breed", "Confidence", "Note"]  # the table of several photos
+BATCH_CHUNK = 8  # photos sent to Vision together: batched there, and the progress bar moves between chunks
 HIDDEN_BREEDS = {"value": None, "visible": False}
 
 
@@ -157,6 +161,42 @@ class Callbacks:
         what = f"{stored.label} ({stored.label_source})" if stored.label else "no label"
         return f"Added to the gallery as photo #{stored.id}, {what}."
 
+    async def analyse_many(
+        self, files: list[str] | None, request: gr.Request | None = None, progress: gr.Progress = gr.Progress()
+    ) -> tuple[str, Any, Any]:
+        """Several photos: (status line, table with a row per photo in order, CSV of the table). A file
+        that is not a usable image gets its row with the reason; the others are answered."""
+        if not files:
+            return warning("No photos", "choose or drop some photos first."), hidden(), hidden()
+        try:
+            self._admit(request)
+            sizes = await asyncio.to_thread(lambda: [Path(f).stat().st_size for f in files])
+            self.models.check_batch(sizes)
+            rows = []
+            for start in range(0, len(files), BATCH_CHUNK):
+                progress((start, len(files)), desc="Analysing the photos", unit="photos")
+                chunk = files[start : start + BATCH_CHUNK]
+                photos = await asyncio.to_thread(lambda chunk=chunk: [Path(f).read_bytes() for f in chunk])
+                answers = await self.models.analyse_photos(photos)
+                rows += [batch_row(Path(f).name, answer) for f, answer in zip(chunk, answers, strict=True)]
+            table = await asyncio.to_thread(self._csv, rows)
+        except Exception as exc:
+            return problem(exc), hidden(), hidden()
+        dogs = sum(row[1] == "yes" for row in rows)
+        failed = sum(row[1] == "?" for row in rows)
+        status = f"{len(rows)} photos: {dogs} {'dog' if dogs == 1 else 'dogs'}"
+        status += f", {failed} could not be used." if failed else "."
+        shown = gr.update(value={"headers": BATCH_COLUMNS, "data": rows}, visible=True)
+        return status, shown, gr.update(value=str(table), visible=True)
+
+    def _csv(self, rows: list[list[str]]) -> Path:
+        path = self.thumbnail_dir / f"photos-{uuid.uuid4().hex[:8]}.csv"
+        with path.open("w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out)
+            writer.writerow(BATCH_COLUMNS)
+            writer.writerows(rows)
+        return path
+
     async def _photo_bytes(self, photo: str | None, url: str) -> bytes:
         if photo:
             return await asyncio.to_thread(Path(photo).read_bytes)
@@ -253,6 +293,17 @@ class Callbacks:
             if path.exists():
                 shown.append((str(path), caption))
         return shown
+
+
+def batch_row(name: str, answer: ImageAnalysis | Exception) -> list[str]:
+    """A row of the table of several photos: name, dog or not, top breed and its probability, and what
+    a non-dog looks like or why a file could not be used."""
+    if isinstance(answer, Exception):
+        return [name, "?", "", "", problem(answer).removeprefix("⚠️ ").replace("**", "")]
+    if not answer.is_dog:
+        return [name, "no", "", "", f"Looks like: {answer.best_guess} (dog score {answer.dog_score:.2f})."]
+    breed, probability = answer.top_breeds(1)[0]
+    return [name, "yes", breed, f"{probability:.0%}", ""]
 
 
 def hidden() -> Any:

@@ -32,6 +32,7 @@ from shared.errors import (
     NotAuthenticated,
     PhotoNotFound,
     RateLimited,
+    TooManyPhotos,
     UnknownBreed,
 )
 
@@ -41,6 +42,7 @@ logger = logging.getLogger("ray.serve")
 HTTP_STATUS: list[tuple[type[Exception], int]] = [
     (ArticleTooLong, 413),
     (ImageTooLarge, 413),
+    (TooManyPhotos, 413),
     (BlockedUrl, 400),
     (InvalidArticle, 422),
     (InvalidImage, 422),
@@ -60,7 +62,7 @@ DESCRIPTIONS = {
     403: "The API key lacks the scope the route needs (read, write).",
     404: "No such gallery photo.",
     409: "The Idempotency-Key was used before for another photo or label.",
-    413: "The text or image is larger than the configured limit.",
+    413: "The text or image is larger than the configured limit, or a batch holds too many photos or bytes.",
     422: "Input that cannot be used: empty or non-text text, a file that is not a readable image, "
     "an image URL that cannot be fetched, a label with control characters or over 100 characters, "
     "a breed to explain that the model does not know, or a request that does not match the schema.",

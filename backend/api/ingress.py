@@ -22,9 +22,11 @@ from ray.serve.handle import DeploymentHandle
 
 from backend.api import errors
 from backend.api.auth import Access, Caller, KeyRing
-from backend.api.errors import ERRORS, LIMITED_ERRORS
+from backend.api.errors import ERRORS, LIMITED_ERRORS, status_of
 from backend.api.request_ids import request_id
 from backend.api.schemas import (
+    BatchPhotoResult,
+    BatchResponse,
     GalleryItem,
     GalleryList,
     HeatMap,
@@ -36,6 +38,7 @@ from backend.api.schemas import (
     SummarizeResponse,
 )
 from backend.client import ModelClient, PhotoAnswer
+from backend.models.analysis import ImageAnalysis
 from backend.models.index import StoredPhoto
 from shared.config import Limits
 from shared.errors import ImageTooLarge
@@ -160,6 +163,20 @@ def heat_map(answer: PhotoAnswer) -> HeatMap:
     )
 
 
+def batch_result(filename: str | None, answer: ImageAnalysis | Exception, top: int) -> BatchPhotoResult:
+    if isinstance(answer, Exception):
+        return BatchPhotoResult(filename=filename, status=status_of(answer), error=str(answer))
+    return BatchPhotoResult(
+        filename=filename,
+        status=200,
+        is_dog=answer.is_dog,
+        dog_score=answer.dog_score,
+        best_guess=answer.best_guess,
+        breeds=dict(answer.top_breeds(top)),
+        model=answer.model,
+    )
+
+
 def gallery_item(request: Request, photo: StoredPhoto) -> GalleryItem:
     return GalleryItem(
         id=photo.id,
@@ -273,6 +290,26 @@ class Api:
         data = await self._read_upload(file)
         answer = await self.models.find(data, k, n, explain=explain, explain_breed=explain_breed)
         return predict_response(request, answer)
+
+    @api.post(
+        "/api/v1/photos/batch",
+        response_model=BatchResponse,
+        responses=LIMITED_ERRORS,
+        summary="Breeds and dog scores for several uploaded photos, one result each, in order",
+        description="A photo that cannot be used gets its own error and status; the others are answered. "
+        "The batch counts as one request against the rate limit.",
+    )
+    async def predict_batch(
+        self,
+        _: Caller = caller("read", limited=True),
+        file: list[UploadFile] = File(
+            description="The photos: one `file` part each (JPEG, PNG, GIF, WebP, BMP, TIFF)."
+        ),
+        top: int = Form(3, ge=1, le=118, description="How many of the most likely breeds each result lists."),
+    ) -> BatchResponse:
+        self.models.check_batch([part.size or 0 for part in file])  # before reading a byte of them
+        answers = await self.models.analyse_photos([await part.read() for part in file])
+        return BatchResponse(results=[batch_result(p.filename, a, top) for p, a in zip(file, answers, strict=True)])
 
     @api.post(
         "/api/v1/gallery",

@@ -86,6 +86,23 @@ class PredictResponse(BaseModel):
     explanation: HeatMap | None = Field(None, description="Where the model looked; only when asked (`explain`).")
 
 
+class BatchPhotoResult(BaseModel):
+    """One photo of a batch: its answer, or why it has none (the other photos are answered all the same)."""
+
+    filename: str | None = Field(description="The part's file name, as sent.")
+    status: int = Field(description="200, or the status this photo alone would have had (413, 422, 503).")
+    error: str | None = Field(None, description="What is wrong with this photo, in a sentence.")
+    is_dog: bool | None = None
+    dog_score: float | None = None
+    best_guess: str | None = Field(None, description="The most likely of the 1,000 ImageNet classes.")
+    breeds: dict[str, float] | None = Field(None, description="The most likely breeds, highest first (`top`).")
+    model: str | None = None
+
+
+class BatchResponse(BaseModel):
+    results: list[BatchPhotoResult] = Field(description="One per photo, in the order they were sent.")
+
+
 class GalleryItem(BaseModel):
     id: int
     label: str | None

@@ -217,3 +217,40 @@ def test_explain_answers_where_the_model_looked_as_an_in_process_pass_does(clien
     np.testing.assert_allclose(asked["heat"], chihuahua.heat, atol=1e-3)
     unknown = upload(client, "dog-bicycle", explain_breed="poodle-ish")
     assert unknown.status_code == 422 and "poodle-ish" in unknown.json()["detail"], unknown.text
+
+
+def test_a_batch_answers_each_photo_in_order_and_a_bad_one_alone(client):
+    """Several `file` parts: one result each, in order; a file that is not an image and one over the pixel
+    limit get their own error and status, and the others are answered as single calls answer them."""
+    parts = [
+        ("dog.jpg", PHOTOS["dog-bicycle"].read_bytes(), "image/jpeg"),
+        ("notes.txt", b"not an image at all", "text/plain"),
+        ("cat.jpg", PHOTOS["cat"].read_bytes(), "image/jpeg"),
+        ("bomb.png", png_header_only(50_000, 50_000), "image/png"),
+        ("dog2.jpg", PHOTOS["dog2"].read_bytes(), "image/jpeg"),
+    ]
+    response = client.post("/api/v1/photos/batch", files=[("file", part) for part in parts], data={"top": "2"})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["filename"] for r in results] == [name for name, _, _ in parts]
+    assert [r["status"] for r in results] == [200, 422, 200, 413, 200]
+    assert "not an image" in results[1]["error"] and "megapixels" in results[3]["error"]
+    for result, name in ((results[0], "dog-bicycle"), (results[2], "cat"), (results[4], "dog2")):
+        single = upload(client, name).json()
+        assert result["error"] is None and result["model"] == single["model"]
+        assert (result["is_dog"], result["best_guess"]) == (single["is_dog"], single["best_guess"])
+        assert list(result["breeds"]) == list(single["probabilities"])[:2]
+        for breed, probability in result["breeds"].items():
+            assert probability == pytest.approx(single["probabilities"][breed], abs=1e-4)
+    assert results[0]["is_dog"] and not results[2]["is_dog"]
+
+
+def test_a_batch_over_its_limits_is_refused_whole(client):
+    small = ("file", ("dog.jpg", PHOTOS["dog"].read_bytes(), "image/jpeg"))
+    too_many = client.post("/api/v1/photos/batch", files=[small] * 33)
+    assert too_many.status_code == 413 and "At most 32 photos" in too_many.json()["detail"]
+    heavy = ("file", ("big.jpg", b"\xff" * (9 * 2**20), "image/jpeg"))
+    too_large = client.post("/api/v1/photos/batch", files=[heavy] * 8)  # 72 MiB
+    assert too_large.status_code == 413 and "over the limit of 64 MiB" in too_large.json()["detail"]
+    none = client.post("/api/v1/photos/batch", data={"top": "3"})
+    assert none.status_code == 422 and "file" in none.json()["detail"]

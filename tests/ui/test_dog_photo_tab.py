@@ -2,6 +2,7 @@
 
 import io
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,3 +194,31 @@ def test_show_where_it_looked_draws_the_heat_map_over_the_photo(tab: Page, scree
     tab.locator("#find").click()
     expect(tab.locator("#photo-verdict")).to_contain_text("Not a dog", timeout=TIMEOUT_MS)
     expect(heat_map).to_be_hidden()
+
+
+def test_three_photos_dropped_at_once_give_three_rows_and_a_csv(tab: Page, tmp_path, screenshots_dir):
+    """Two photos and a file that is not one, chosen together: a row each, in order, the bad file with
+    its reason; the CSV download holds the same table."""
+    notes = tmp_path / "notes.jpg"
+    notes.write_bytes(b"this is not a photo")
+    tab.get_by_text("Several photos at once").click()
+    tab.locator("#batch-photos input[type=file]").set_input_files(
+        [str(PHOTOS["dog-bicycle"]), str(notes), str(PHOTOS["cat"])]
+    )
+    tab.locator("#batch-run").click()
+    expect(tab.locator("#batch-status")).to_contain_text("3 photos: 1 dog, 1 could not be used.", timeout=TIMEOUT_MS)
+    rows = tab.locator("#batch-table [role=row].virtual-row")  # Gradio's grid (its sizing copy is aria-hidden)
+    expect(rows).to_have_count(3)
+    cells = [row.get_by_role("gridcell").all_inner_texts() for row in rows.all()]
+    assert [c[0].strip() for c in cells] == ["dog-bicycle-crop.jpg", "notes.jpg", "cat-face-crop.jpg"], cells
+    assert [c[1].strip() for c in cells] == ["yes", "?", "no"], cells
+    assert cells[0][2].strip() == "malamute" and cells[0][3].strip().endswith("%"), cells
+    assert "not an image" in cells[1][4] and "Egyptian cat" in cells[2][4], cells
+    tab.screenshot(path=screenshots_dir / "dog-photo-several.png", full_page=True)
+    with tab.expect_download() as download:
+        tab.locator("#batch-csv").click()
+    lines = Path(download.value.path()).read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "Photo,Dog?,Top breed,Confidence,Note" and len(lines) == 4, lines
+    assert lines[1].startswith("dog-bicycle-crop.jpg,yes,malamute,") and lines[3].startswith("cat-face-crop.jpg,no,"), (
+        lines
+    )
