@@ -28,6 +28,7 @@ from backend import telemetry
 from backend.admission import Admission
 from backend.models.analysis import Explanation, ImageAnalysis
 from backend.models.index import GalleryPage, Match, StoredPhoto, clean_label
+from shared.articles import fetch_page, page_text
 from shared.config import Limits
 from shared.errors import (
     BackendTimeout,
@@ -200,6 +201,16 @@ class ModelClient:
                 except DOMAIN_ERRORS as exc:
                     raise unwrapped(exc, "Summarizer") from None
                 yield piece
+
+    async def fetch_article(self, url: str) -> str:
+        """An article URL's text: the page fetched as safely as an image URL, reduced to its main text.
+        A URL that is refused or fails is an InvalidArticle saying why (refusals counted by reason)."""
+        try:
+            body, content_type = await fetch_page(url, self.limits)
+        except UrlRefused as exc:
+            telemetry.urls_refused().inc(tags={"reason": exc.reason})
+            raise InvalidArticle(str(exc)) from None
+        return await asyncio.to_thread(page_text, body, content_type)
 
     async def summarizer_model(self) -> str:
         return (await call(self.summarizer.status)).model

@@ -58,7 +58,7 @@ def top_breeds() -> Counter:
 def urls_refused() -> Counter:
     return Counter(
         "retriever_urls_refused",
-        description="Image URLs not fetched or not usable, by reason.",
+        description="URLs (images, articles) not fetched or not usable, by reason.",
         tag_keys=("reason",),
     )
 

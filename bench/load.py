@@ -235,7 +235,7 @@ def ui_queue_summary(target: Target, client: httpx.AsyncClient) -> Request:
     queue = GradioProtocol(client)
 
     async def request():
-        return await queue.call("summarize", [target.article])
+        return await queue.call("summarize", [target.article, 3])
 
     return request
 

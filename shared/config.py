@@ -33,7 +33,10 @@ class Limits(BaseModel):
     max_batch_photos: int = Field(32, ge=1)
     max_batch_bytes: int = Field(64 * 1024 * 1024, ge=1)
 
-    # Image URLs.
+    # Article URLs: the page's bytes (HTML or plain text), before it is reduced to its text.
+    max_page_bytes: int = Field(5 * 1024 * 1024, ge=1)
+
+    # URLs fetched (images and articles).
     url_timeout_s: float = Field(10.0, gt=0)
     url_max_redirects: int = Field(3, ge=0)
     # Addresses that may be fetched although they are not public, as "host:port" or a CIDR network

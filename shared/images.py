@@ -11,7 +11,9 @@ import io
 import ipaddress
 import socket
 import warnings
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
@@ -20,6 +22,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from shared.config import Limits
 from shared.errors import BlockedUrl, ImageTooLarge, InvalidImage, UnreachableUrl
+
+T = TypeVar("T")
 
 # --------------------------------------------------------------------------- decoding
 
@@ -175,9 +179,15 @@ async def _resolve(host: str, port: int) -> list[str]:
 
 
 async def fetch_image_bytes(url: str, limits: Limits) -> bytes:
-    """GET an image over http(s) with every safeguard: scheme, public addresses only (checked after
-    DNS resolution and again on every redirect, and the checked address is the one connected to),
-    timeouts, a size cap while streaming, and an image content type."""
+    """GET an image over http(s) with every safeguard (`fetch_url`), an image content type and the
+    image size cap."""
+    return await fetch_url(url, limits, "image/*", lambda response: _read_image_body(response, limits))
+
+
+async def fetch_url(url: str, limits: Limits, accept: str, read_body: Callable[[httpx.Response], Awaitable[T]]) -> T:
+    """GET a URL over http(s) with every safeguard: scheme, public addresses only (checked after DNS
+    resolution and again on every redirect, and the checked address is the one connected to), timeouts;
+    `read_body` checks the answer's status and type and reads it under its own size cap."""
     timeout = httpx.Timeout(limits.url_timeout_s)
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client:
         for _ in range(limits.url_max_redirects + 1):
@@ -195,7 +205,7 @@ async def fetch_image_bytes(url: str, limits: Limits) -> bytes:
             request = client.build_request(
                 "GET",
                 urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")),
-                headers={"Host": parts.netloc.rpartition("@")[2], "Accept": "image/*"},
+                headers={"Host": parts.netloc.rpartition("@")[2], "Accept": accept},
                 extensions={"sni_hostname": parts.hostname} if parts.scheme == "https" else {},
             )
             try:
@@ -205,7 +215,7 @@ async def fetch_image_bytes(url: str, limits: Limits) -> bytes:
                         if response.is_redirect:
                             url = urljoin(url, response.headers.get("location", ""))
                             continue
-                        return await _read_image_body(response, limits)
+                        return await read_body(response)
                     finally:
                         await response.aclose()
             except TimeoutError as exc:

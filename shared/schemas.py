@@ -43,6 +43,9 @@ class SummaryResult(BaseModel):
     model: str = Field(description="Which summarizer wrote it, e.g. extractive/all-MiniLM-L6-v2.")
     pieces: int = Field(description="Sentences kept (extractive) or chunks summarized (seq2seq).")
     model_ms: float = Field(description="Time spent in the model, in the replica.")
+    sentences: list[str] | None = Field(
+        None, description="Extractive: the article's sentences the summary is made of, in its order; seq2seq: null."
+    )
 
 
 class DeploymentStatus(BaseModel):

@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+import html
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from ui.examples import APOLLO_11
+
 SEED_DIR = Path(__file__).resolve().parent.parent / "backend" / "gallery_seed"
 # URL path prefix -> folder served: the gallery seed's photos, and the photos tests query with.
 FOLDERS = {"/photos/": SEED_DIR, "/fixtures/": Path(__file__).resolve().parent / "fixtures" / "photos"}
+
+
+# Around an article, what a news site puts there too: what reducing a page to its text must leave out.
+SITE_MENU = "Home World Sports Weather Subscribe Sign in"
+SITE_FOOTER = "Copyright 2026 The Daily Example. All rights reserved. Privacy policy. Cookie settings."
+
+
+def news_page(article: str) -> str:
+    """`article` as a news site serves it: in an <article>, between a menu, a sidebar and a footer."""
+    paragraphs = "".join(f"<p>{html.escape(p)}</p>" for p in article.split("\n\n"))
+    return (
+        "<!doctype html><html><head><title>Men walk on moon</title></head><body>"
+        f"<header><nav>{' '.join(f'<a href=/{w}>{w}</a>' for w in SITE_MENU.split())}</nav></header>"
+        f"<main><article><h1>Men walk on moon</h1>{paragraphs}</article></main>"
+        "<aside><h2>Most read</h2><ul><li><a href=/a>Ten recipes for sourdough</a></li></ul></aside>"
+        f"<footer><p>{SITE_FOOTER}</p></footer></body></html>"
+    )
 
 
 class QuietHandler(BaseHTTPRequestHandler):
@@ -46,6 +66,8 @@ class Handler(QuietHandler):
             return self.reply(302, b"", "text/plain", {"Location": "/redirect-loop"})
         if path == "/not-an-image":
             return self.reply(200, b"<html>hello</html>", "text/html")
+        if path == "/news/apollo-11.html":
+            return self.reply(200, news_page(APOLLO_11).encode(), "text/html; charset=utf-8")
         if path == "/lying-image":
             return self.reply(200, b"this is not a jpeg at all", "image/jpeg")
         if path == "/slow":

@@ -11,7 +11,11 @@ ShareLineCallback = Callable[[], Awaitable[str]]
 
 
 class Callbacks(Protocol):
-    def summarize(self, article: str) -> AsyncIterator[tuple[str, str]]: ...
+    def summarize(self, article: str, length: int) -> AsyncIterator[tuple]: ...
+
+    def summarize_url(self, url: str, length: int) -> AsyncIterator[tuple]: ...
+
+    async def summary_views(self, article: str, summary: str, picked: list[str] | None) -> tuple: ...
 
     async def find(self, photo: str | None, url: str, matches: int, explain: bool) -> tuple: ...
 
@@ -66,7 +70,9 @@ def build_blocks(
     articles: dict[str, str],
     share_line: ShareLineCallback | None = None,
 ) -> gr.Blocks:
-    """`callbacks.summarize(article)` yields (summary so far, info line) as the summary streams in;
+    """`callbacks.summarize(article, length)` yields (summary so far, info line, its sentences) as the summary
+    streams in, `summarize_url` the fetched article first; `summary_views` answers the highlighted article
+    and the summary's download;
     `callbacks.find` answers (verdict, breed label, similar photos, heat map), `callbacks.add` a message;
     `share_line()`, when the app is shared, the line that shows the public link."""
     with gr.Blocks(title="Retriever", analytics_enabled=False) as blocks:
@@ -84,6 +90,23 @@ def build_blocks(
                         max_lines=30,
                         elem_id="article",
                     )
+                    with gr.Row(equal_height=True):
+                        article_url = gr.Textbox(
+                            label="…or the address of an article (fetched, then summarized)",
+                            placeholder="https://example.com/news/story.html",
+                            max_lines=1,
+                            scale=4,
+                            elem_id="article-url",
+                        )
+                        fetch = gr.Button("Fetch", scale=1, elem_id="summarize-url")
+                    length = gr.Slider(
+                        1,
+                        10,
+                        value=3,
+                        step=1,
+                        label="Summary length (sentences; about 40 words each for an abstractive model)",
+                        elem_id="length",
+                    )
                     with gr.Row():
                         clear = gr.ClearButton(value="Clear", variant="secondary")
                         run = gr.Button("Summarize", variant="primary", elem_id="summarize")
@@ -96,6 +119,19 @@ def build_blocks(
                         elem_id="summary",
                     )
                     info = gr.Markdown(elem_id="summary-info")
+                    download = gr.DownloadButton(
+                        "Download the summary", visible=False, size="sm", elem_id="summary-download"
+                    )
+            highlights = gr.HighlightedText(
+                label="The article, with the summary's sentences highlighted",
+                combine_adjacent=True,
+                show_legend=False,
+                show_inline_category=False,
+                color_map={"in the summary": "#fde68a"},
+                visible=False,
+                elem_id="highlights",
+            )
+            picked = gr.State()  # the extractive summary's sentences, for the highlights
             gr.Examples(
                 examples=[[text] for text in articles.values()],
                 example_labels=list(articles),
@@ -195,7 +231,7 @@ def build_blocks(
                     confirmed = gr.Button("Yes, delete it", variant="stop", elem_id="gallery-confirm-delete")
                     cancel = gr.Button("Cancel", elem_id="gallery-cancel-delete")
             view = gr.State()
-        clear.add([article, summary, info])
+        clear.add([article, article_url, summary, info])
         page = [grid, status, view, editor, details, new_label, confirm]
         show.click(callbacks.browse, inputs=label_filter, outputs=page, api_name="browse_gallery")
         for event in (gallery_tab.select, label_filter.submit):
@@ -208,7 +244,17 @@ def build_blocks(
         delete.click(lambda: gr.update(visible=True), outputs=confirm, api_visibility="private")
         cancel.click(lambda: gr.update(visible=False), outputs=confirm, api_visibility="private")
         confirmed.click(callbacks.delete, inputs=view, outputs=page, api_visibility="private")
-        run.click(callbacks.summarize, inputs=article, outputs=[summary, info], api_name="summarize")
+        views = {"fn": callbacks.summary_views, "inputs": [article, summary, picked], "outputs": [highlights, download]}
+        run.click(
+            callbacks.summarize, inputs=[article, length], outputs=[summary, info, picked], api_name="summarize"
+        ).then(**views, api_visibility="private")
+        from_url = {
+            "fn": callbacks.summarize_url,
+            "inputs": [article_url, length],
+            "outputs": [article, summary, info, picked],
+        }
+        fetch.click(**from_url, api_name="summarize_url").then(**views, api_visibility="private")
+        article_url.submit(**from_url, api_visibility="private").then(**views, api_visibility="private")
         found = [verdict, breeds, similar, looked]
         find.click(callbacks.find, inputs=[photo, url, matches, explain], outputs=found, api_name="find")
         explain.change(

@@ -8,6 +8,7 @@ import asyncio
 import csv
 import dataclasses
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -90,21 +91,63 @@ class Callbacks:
         if self.buckets is not None:
             self.buckets.admit(caller_of(request), who="user")
 
-    async def summarize(self, article: str, request: gr.Request | None = None) -> AsyncIterator[tuple[str, str]]:
-        """Yields (summary so far, info line). A failure ends with an empty summary (a half-streamed
-        one is taken back, not left looking whole) and the reason in the info line."""
-        started = time.perf_counter()
-        summary = ""
+    async def summarize(
+        self, article: str, length: int = 3, request: gr.Request | None = None
+    ) -> AsyncIterator[tuple[str, str, list[str] | None]]:
+        """Yields (summary so far, info line, the article's sentences it is made of, when the model picks
+        sentences). A failure ends with an empty summary (a half-streamed one is taken back, not left
+        looking whole) and the reason in the info line."""
         try:
             self._admit(request)
-            async for piece in self.models.stream_summary(article or "", SummarizeOptions()):
+        except Exception as exc:
+            yield "", problem(exc), None
+            return
+        async for answer in self._stream_summary(article, length):
+            yield answer
+
+    async def _stream_summary(self, article: str, length: int) -> AsyncIterator[tuple[str, str, list[str] | None]]:
+        started = time.perf_counter()
+        summary, pieces = "", []
+        try:
+            async for piece in self.models.stream_summary(article or "", summary_options(length)):
                 summary += piece
-                yield summary, "Summarizing…"
+                pieces.append(piece.strip())
+                yield summary, "Summarizing…", None
             model = await self.models.summarizer_model()
         except Exception as exc:
-            yield "", problem(exc)
+            yield "", problem(exc), None
         else:
-            yield summary, f"{model} · {time.perf_counter() - started:.2f} s"
+            # An extractive model streams the sentences it picked, one a piece.
+            picked = pieces if model.startswith("extractive/") else None
+            yield summary, f"{model} · {time.perf_counter() - started:.2f} s", picked
+
+    async def summarize_url(
+        self, url: str, length: int = 3, request: gr.Request | None = None
+    ) -> AsyncIterator[tuple[Any, str, str, list[str] | None]]:
+        """The article at `url`, fetched and reduced to its text into the article box, then summarized:
+        yields (article, summary so far, info line, its sentences)."""
+        try:
+            if not url or not url.strip():
+                raise InvalidArticle("Give the address of an article first.")
+            self._admit(request)
+            article = await self.models.fetch_article(url.strip())
+        except Exception as exc:
+            yield gr.skip(), "", problem(exc), None
+            return
+        yield article, "", "Fetched the article; summarizing…", None
+        async for summary, info, picked in self._stream_summary(article, length):
+            yield gr.skip(), summary, info, picked
+
+    async def summary_views(self, article: str, summary: str, picked: list[str] | None) -> tuple[Any, Any]:
+        """(the article with the summary's sentences highlighted, the summary as a file to download)."""
+        if not summary:
+            return hidden(), hidden()
+        path = self.thumbnail_dir / f"summary-{uuid.uuid4().hex[:8]}.txt"
+        await asyncio.to_thread(path.write_text, summary + "\n", encoding="utf-8")
+        download = gr.update(value=str(path), visible=True)
+        if not picked:  # an abstractive model writes sentences of its own
+            return hidden(), download
+        return gr.update(value=highlighted(article, picked), visible=True), download
 
     async def find(
         self, photo: str | None, url: str, matches: int, explain: bool = False, request: gr.Request | None = None
@@ -293,6 +336,35 @@ class Callbacks:
             if path.exists():
                 shown.append((str(path), caption))
         return shown
+
+
+def summary_options(length: int) -> SummarizeOptions:
+    """The length slider's sentences, for either kind of model: an extractive one keeps that many, an
+    abstractive one writes about 40 words (~50 tokens) per sentence asked for."""
+    sentences = int(length)
+    return SummarizeOptions(max_sentences=sentences, max_length=50 * sentences, min_length=10 * sentences)
+
+
+def highlighted(article: str, sentences: list[str]) -> list[tuple[str, str | None]]:
+    """The article as HighlightedText segments, the summary's sentences marked "in the summary" where
+    each first occurs (found whitespace-blind: the summarizer reads a paragraph's lines as one)."""
+    spans = []
+    for sentence in sentences:
+        pattern = r"\s+".join(map(re.escape, sentence.split()))
+        if pattern and (match := re.search(pattern, article)):
+            spans.append(match.span())
+    segments: list[tuple[str, str | None]] = []
+    at = 0
+    for start, end in sorted(spans):
+        if start < at:  # overlapping (a sentence inside another): the first one holds
+            continue
+        if start > at:
+            segments.append((article[at:start], None))
+        segments.append((article[start:end], "in the summary"))
+        at = end
+    if at < len(article):
+        segments.append((article[at:], None))
+    return segments
 
 
 def batch_row(name: str, answer: ImageAnalysis | Exception) -> list[str]:

@@ -218,6 +218,7 @@ class Api:
             summary=result.summary,
             model=result.model,
             pieces=result.pieces,
+            sentences=result.sentences,
             timings={"model_ms": result.model_ms, "total_ms": (time.perf_counter() - started) * 1000},
         )
 
@@ -244,7 +245,8 @@ class Api:
     async def summarize(
         self, request: Request, body: SummarizeRequest, _: Caller = caller("read", limited=True)
     ) -> SummarizeResponse:
-        return await self._summarize(request, body.text, body.options)
+        text = body.text if body.url is None else await self.models.fetch_article(body.url)
+        return await self._summarize(request, text, body.options)
 
     # ----------------------------------------------------------------------- dog photos
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.schemas import SummarizeOptions
 
@@ -20,8 +20,17 @@ class SummarizeRequest(BaseModel):
         },
     )
 
-    text: str = Field(description="The article, plain text.")
+    text: str | None = Field(None, description="The article, plain text.")
+    url: str | None = Field(
+        None, max_length=2048, description="Or an http(s) URL of the article: fetched and reduced to its text."
+    )
     options: SummarizeOptions = Field(default_factory=SummarizeOptions)
+
+    @model_validator(mode="after")
+    def one_article(self) -> SummarizeRequest:
+        if (self.text is None) == (self.url is None):
+            raise ValueError("send the article as `text` or its address as `url` (one of the two)")
+        return self
 
 
 class Timings(BaseModel):
@@ -33,6 +42,11 @@ class SummarizeResponse(BaseModel):
     summary: str
     model: str
     pieces: int
+    sentences: list[str] | None = Field(
+        None,
+        description="Extractive: the article's sentences the summary is made of, in its order (to highlight "
+        "them in the article); an abstractive model writes its own: null.",
+    )
     timings: Timings
 
 

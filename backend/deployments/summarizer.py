@@ -97,7 +97,13 @@ class Summarizer:
         summary = self.model.summarize(text, **self._options(options))
         seconds = time.perf_counter() - started
         telemetry.model_seconds().observe(seconds, tags={"deployment": "Summarizer", "call": "summarize"})
-        return SummaryResult(summary=summary.text, model=summary.model, pieces=summary.pieces, model_ms=seconds * 1000)
+        return SummaryResult(
+            summary=summary.text,
+            model=summary.model,
+            pieces=summary.pieces,
+            model_ms=seconds * 1000,
+            sentences=list(summary.sentences) if summary.sentences is not None else None,
+        )
 
     def stream(self, text: str, options: SummarizeOptions) -> Iterator[str]:
         started = time.perf_counter()

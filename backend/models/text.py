@@ -75,6 +75,7 @@ class Summary:
     text: str
     model: str
     pieces: int  # sentences kept (extractive) or chunks summarized (abstractive)
+    sentences: tuple[str, ...] | None = None  # extractive: the article's sentences kept, in summary order
 
 
 class Summarizer(Protocol):
@@ -188,7 +189,7 @@ class ExtractiveSummarizer:
         self, text: str, max_sentences: int | None = None, diversity: float | None = None, **_: Any
     ) -> Summary:
         chosen = self._select(text, max_sentences, diversity)
-        return Summary(" ".join(chosen), self.model_name, len(chosen))
+        return Summary(" ".join(chosen), self.model_name, len(chosen), tuple(chosen))
 
     def stream(
         self, text: str, max_sentences: int | None = None, diversity: float | None = None, **_: Any

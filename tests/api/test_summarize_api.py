@@ -33,6 +33,45 @@ def test_json_api_returns_summary_model_and_timings(client):
     assert 0 < body["timings"]["model_ms"] <= body["timings"]["total_ms"]
 
 
+def test_the_summary_names_the_sentences_it_picked_for_each_length(client):
+    """`sentences` lists the article's sentences the summary is made of, and the length option changes it."""
+    article_sentences = split_sentences(APOLLO_11)
+    answers = {}
+    for count in (1, 2, 4):
+        body = client.post("/api/v1/summarize", json={"text": APOLLO_11, "options": {"max_sentences": count}}).json()
+        assert len(body["sentences"]) == count and set(body["sentences"]) <= set(article_sentences), body
+        assert body["summary"] == " ".join(body["sentences"])
+        answers[count] = body["summary"]
+    assert len(set(answers.values())) == 3
+
+
+def test_an_article_url_is_fetched_reduced_to_its_text_and_summarized(client, image_server):
+    """A news page (menu, sidebar, footer around the article) from the test's loopback server, which is on
+    the app's allowlist: the summary is made of the article's sentences, none of the page's furniture."""
+    body = client.post("/api/v1/summarize", json={"url": f"{image_server.url}/news/apollo-11.html"}).json()
+    assert len(body["sentences"]) == 3, body
+    assert all(sentence in APOLLO_11 or sentence == "Men walk on moon" for sentence in body["sentences"]), body
+    for furniture in ("Subscribe", "Copyright", "sourdough"):
+        assert furniture not in body["summary"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "message"),
+    [
+        ({"url": "http://10.1.2.3/news.html"}, 422, "non-public address"),
+        ({"url": "file:///etc/passwd"}, 422, "Only http and https"),
+        ({"url": "IMAGE_SERVER/photos/dog-on-porch.jpg"}, 422, "not a web page or text (content type image/jpeg)"),
+        ({"url": "IMAGE_SERVER/missing.html"}, 422, "HTTP 404"),
+        ({"text": "An article.", "url": "https://example.com/a.html"}, 422, "one of the two"),
+        ({"options": {}}, 422, "one of the two"),
+    ],
+)
+def test_article_urls_that_cannot_be_used_say_why(client, image_server, payload, status, message):
+    payload = {k: v.replace("IMAGE_SERVER", image_server.url) if isinstance(v, str) else v for k, v in payload.items()}
+    response = client.post("/api/v1/summarize", json=payload)
+    assert response.status_code == status and message in response.json()["detail"], response.text
+
+
 @pytest.mark.parametrize(
     ("payload", "status", "message"),
     [

@@ -153,7 +153,7 @@ def test_one_replica_holds_150_open_pages_and_still_answers(serve_app: str) -> N
                     replicas.add(page.headers[REPLICA])
                 config = await client.get("/ui/config")
                 replicas.add(config.headers[REPLICA])
-                status, _ = await GradioProtocol(client).call("summarize", [APOLLO_11])
+                status, _ = await GradioProtocol(client).call("summarize", [APOLLO_11, 3])
         return replicas, status
 
     with ThreadPoolExecutor(1) as pool:  # Playwright's loop runs in this thread

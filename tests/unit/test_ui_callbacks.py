@@ -115,20 +115,20 @@ ARTICLE = "An article. It has sentences. Three of them."
 )
 def test_a_failing_summarizer_ends_the_stream_with_a_message(tmp_path, error, message):
     ui = callbacks(tmp_path, stream=Stream("Summarizer", error))
-    summary, info = run(last(ui.summarize(ARTICLE)))
+    summary, info, _ = run(last(ui.summarize(ARTICLE)))
     assert summary == ""  # a half-streamed summary is taken back, not left looking whole
     assert info == message
 
 
 def test_a_summarizer_that_does_not_answer_in_time_says_so(tmp_path):
     ui = callbacks(tmp_path, stream=Stream("Summarizer", delay_s=5), limits=Limits(summary_timeout_s=1))
-    summary, info = run(last(ui.summarize(ARTICLE)))
+    summary, info, _ = run(last(ui.summarize(ARTICLE)))
     assert (summary, info) == ("", "⚠️ **Try again shortly:** The summarizer did not answer within 1 s; try again.")
 
 
 def test_an_empty_article_is_refused_before_any_call(tmp_path):
     stream = Stream("Summarizer")
-    summary, info = run(last(callbacks(tmp_path, stream=stream).summarize("   ")))
+    summary, info, _ = run(last(callbacks(tmp_path, stream=stream).summarize("   ")))
     assert (summary, info) == ("", "⚠️ **Cannot summarize:** The article is empty: paste some text to summarize.")
     assert stream.calls == 0
 
