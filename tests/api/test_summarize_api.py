@@ -87,7 +87,7 @@ def test_article_urls_that_cannot_be_used_say_why(client, image_server, payload,
             "options.max_sentences: Input should be greater",
         ),
         ({"text": "Fine text.", "surprise": True}, 422, "surprise: Extra inputs are not permitted"),
-        ({}, 422, "text: Field required"),
+        ({}, 422, "send the article as `text` or its address as `url`"),
     ],
 )
 def test_bad_input_gets_a_clear_4xx(client, payload, status, message):
