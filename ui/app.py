@@ -20,7 +20,7 @@ from backend import telemetry
 from backend.client import ModelClient
 from shared.config import Limits
 from shared.rate_limit import RateLimit
-from ui.blocks import CSS, build_blocks
+from ui.blocks import CSS, THEME, build_blocks
 from ui.callbacks import Callbacks, warning
 from ui.examples import ARTICLES
 from ui.queue import quieten
@@ -90,6 +90,7 @@ class GradioUI:
             blocks,
             path="/",
             css=CSS,
+            theme=THEME,
             ssr_mode=False,
             max_file_size=self.max_file_size,
             # Behind a share link every request comes from 127.0.0.1: the login is asked of everyone.

@@ -46,7 +46,28 @@ CSS = """
 #gallery-status { min-height: 1.5em; }
 #gallery-details { min-height: 1.5em; }
 #share-link { padding: 0.4em 0.8em; border-radius: var(--radius-md); background: var(--background-fill-secondary); }
+/* WCAG AA contrast (4.5:1) where Gradio draws pale grey on white: slider bounds, the upload's "or", the footer. */
+.min_value, .max_value, .or, footer, footer a, footer button { color: #4b5563 !important; }
+/* gr.File's "upload more" button holds a second upload control inside it (axe: nested-interactive); the
+   list's own clear button and a new drop do the same. (Its aria-label is Gradio's untranslated key.) */
+#batch-photos button[aria-label="common.upload"] { display: none; }
 """
+# Gradio's orange with white text is 2.8:1 and its red 3.8:1; these are 5.2:1 and 6.5:1 (WCAG AA), the
+# hovers darker still.
+THEME = gr.themes.Default().set(
+    button_cancel_background_fill="#b91c1c",
+    button_cancel_background_fill_hover="#991b1b",
+    button_cancel_background_fill_dark="#b91c1c",
+    button_cancel_background_fill_hover_dark="#991b1b",
+    button_cancel_text_color="#ffffff",
+    button_cancel_text_color_dark="#ffffff",
+    button_primary_background_fill="#c2410c",
+    button_primary_background_fill_hover="#9a3412",
+    button_primary_background_fill_dark="#c2410c",
+    button_primary_background_fill_hover_dark="#9a3412",
+    button_primary_text_color="#ffffff",
+    button_primary_text_color_dark="#ffffff",
+)
 
 
 def unopened_uploads(image: gr.Image) -> gr.Image:
@@ -179,6 +200,7 @@ def build_blocks(
                     )
                     similar = gr.Gallery(
                         label="Similar photos in the gallery",
+                        visible=False,  # until there are some: an empty gallery's placeholder fails axe's ARIA rules
                         columns=3,
                         height="auto",
                         object_fit="cover",

@@ -164,13 +164,15 @@ class Callbacks:
             ]
             similar = await asyncio.to_thread(self._image_files, shown)
         except Exception as exc:
-            return problem(exc), gr.update(**HIDDEN_BREEDS), [], hidden()
+            return problem(exc), gr.update(**HIDDEN_BREEDS), gr.update(value=[], visible=False), hidden()
+        similar = gr.update(value=similar, visible=bool(similar))
         analysis, explanation = answer.analysis, answer.explanation
         answered_by = f"\n\nAnswered by `{analysis.model}`."  # which registered version, across live swaps
         looked = hidden()
         if explanation is not None and explanation.heat is not None:
             label = f"Where it looked for {explanation.breed} (red: the strongest evidence)"
-            looked = gr.update(value=answer.overlay, label=label, visible=True)
+            alt = f"The photo with a heat map over it: in red, where the model saw most of a {explanation.breed}"
+            looked = gr.update(value=answer.overlay, label=label, alt_text=alt, visible=True)
         elif explanation is not None:
             answered_by += f" No heat map: {explanation.unavailable}"
         if not analysis.is_dog:

@@ -140,7 +140,7 @@ def test_a_vision_replica_that_dies_twice_is_retried_once_then_reported(tmp_path
     assert verdict == (
         "⚠️ **Try again shortly:** The vision model stopped during the request and is restarting; try again shortly."
     )
-    assert similar == [] and breeds["visible"] is False
+    assert similar["value"] == [] and similar["visible"] is False and breeds["visible"] is False
 
 
 def test_a_full_vision_queue_is_not_retried(tmp_path):
@@ -183,7 +183,7 @@ def test_a_find_shows_the_thumbnails_that_came_with_its_matches(tmp_path):
     ui = callbacks(tmp_path, analyse=Method("Vision", result=analysis), search=Method("Gallery", result=matches))
     verdict, breeds, similar, _ = run(ui.find(str(PHOTOS["cat"]), "", 2))
     assert verdict.startswith("**Not a dog**: this looks like a tabby") and breeds["visible"] is False
-    assert similar == [
+    assert similar["visible"] is True and similar["value"] == [
         (str(tmp_path / "7.jpg"), "cat · similarity 0.90"),
         (str(tmp_path / "8.jpg"), "unlabelled · similarity 0.50"),
     ]
