@@ -25,6 +25,8 @@ class Callbacks(Protocol):
 
     async def analyse_many(self, files: list[str] | None) -> tuple: ...
 
+    async def add_many(self, files: list[str] | None, chosen: list[int] | None) -> str: ...
+
     # The Gallery tab's: each answers (photos, status, view, editor, details, label, confirmation).
     async def browse(self, label: str) -> tuple: ...
 
@@ -223,6 +225,12 @@ def build_blocks(
                     elem_id="batch-table",
                 )
                 many_csv = gr.DownloadButton("Download the table (CSV)", visible=False, elem_id="batch-csv")
+                many_chosen = gr.CheckboxGroup(
+                    label="Photos to add to the gallery (a dog with its predicted breed)",
+                    visible=False,
+                    elem_id="batch-chosen",
+                )
+                many_add = gr.Button("Add the chosen photos to the gallery", visible=False, elem_id="batch-add")
         with gr.Tab("Gallery") as gallery_tab:
             with gr.Row(equal_height=True):
                 label_filter = gr.Textbox(
@@ -284,6 +292,10 @@ def build_blocks(
         )
         add.click(callbacks.add, inputs=[photo, url, label], outputs=[verdict], api_name="add")
         analyse_many.click(
-            callbacks.analyse_many, inputs=many, outputs=[many_status, many_table, many_csv], api_name="analyse_many"
+            callbacks.analyse_many,
+            inputs=many,
+            outputs=[many_status, many_table, many_csv, many_chosen, many_add],
+            api_name="analyse_many",
         )
+        many_add.click(callbacks.add_many, inputs=[many, many_chosen], outputs=many_status, api_name="add_many")
     return blocks

@@ -212,7 +212,7 @@ class Callbacks:
         """Several photos: (status line, table with a row per photo in order, CSV of the table). A file
         that is not a usable image gets its row with the reason; the others are answered."""
         if not files:
-            return warning("No photos", "choose or drop some photos first."), hidden(), hidden()
+            return warning("No photos", "choose or drop some photos first."), hidden(), hidden(), hidden(), hidden()
         try:
             self._admit(request)
             sizes = await asyncio.to_thread(lambda: [Path(f).stat().st_size for f in files])
@@ -226,13 +226,37 @@ class Callbacks:
                 rows += [batch_row(Path(f).name, answer) for f, answer in zip(chunk, answers, strict=True)]
             table = await asyncio.to_thread(self._csv, rows)
         except Exception as exc:
-            return problem(exc), hidden(), hidden()
+            return problem(exc), hidden(), hidden(), hidden(), hidden()
         dogs = sum(row[1] == "yes" for row in rows)
         failed = sum(row[1] == "?" for row in rows)
         status = f"{len(rows)} photos: {dogs} {'dog' if dogs == 1 else 'dogs'}"
         status += f", {failed} could not be used." if failed else "."
         shown = gr.update(value={"headers": BATCH_COLUMNS, "data": rows}, visible=True)
-        return status, shown, gr.update(value=str(table), visible=True)
+        # Photos that can be added, by their place in the upload (names may repeat); the dogs chosen.
+        usable = [(f"{i + 1}. {row[0]}", i) for i, row in enumerate(rows) if row[1] != "?"]
+        chosen = gr.update(choices=usable, value=[i for i, row in enumerate(rows) if row[1] == "yes"], visible=True)
+        return status, shown, gr.update(value=str(table), visible=True), chosen, gr.update(visible=bool(usable))
+
+    async def add_many(
+        self, files: list[str] | None, chosen: list[int] | None, request: gr.Request | None = None
+    ) -> str:
+        """The chosen photos of a batch added to the gallery, each labelled with its predicted breed if it
+        is a dog: a line saying what each became."""
+        picked = [files[i] for i in sorted(chosen or []) if files and 0 <= i < len(files)]
+        if not picked:
+            return warning("Nothing chosen", "tick the photos to add first.")
+        added: list[str] = []
+        try:
+            self._admit(request)
+            for path in picked:
+                data = await asyncio.to_thread(Path(path).read_bytes)
+                stored, _ = await self.models.add(data, None, f"upload:{Path(path).name}", added_by="ui")
+                added.append(f"#{stored.id} {stored.label or 'no label'}")
+        except Exception as exc:  # the photos before it stay added: say which
+            done = f"Added {len(added)} of {len(picked)}: {', '.join(added)}.\n\n" if added else ""
+            return done + problem(exc)
+        noun = "photo" if len(added) == 1 else "photos"
+        return f"Added {len(added)} {noun} to the gallery: {', '.join(added)}."
 
     def _csv(self, rows: list[list[str]]) -> Path:
         path = self.thumbnail_dir / f"photos-{uuid.uuid4().hex[:8]}.csv"

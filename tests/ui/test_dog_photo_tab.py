@@ -196,9 +196,11 @@ def test_show_where_it_looked_draws_the_heat_map_over_the_photo(tab: Page, scree
     expect(heat_map).to_be_hidden()
 
 
-def test_three_photos_dropped_at_once_give_three_rows_and_a_csv(tab: Page, tmp_path, screenshots_dir):
+def test_three_photos_dropped_at_once_give_three_rows_a_csv_and_the_dog_added(
+    tab: Page, serve_app: str, tmp_path, screenshots_dir
+):
     """Two photos and a file that is not one, chosen together: a row each, in order, the bad file with
-    its reason; the CSV download holds the same table."""
+    its reason; the CSV download holds the same table; the dog, chosen by default, goes to the gallery."""
     notes = tmp_path / "notes.jpg"
     notes.write_bytes(b"this is not a photo")
     tab.get_by_text("Several photos at once").click()
@@ -219,6 +221,20 @@ def test_three_photos_dropped_at_once_give_three_rows_and_a_csv(tab: Page, tmp_p
         tab.locator("#batch-csv").click()
     lines = Path(download.value.path()).read_text(encoding="utf-8").splitlines()
     assert lines[0] == "Photo,Dog?,Top breed,Confidence,Note" and len(lines) == 4, lines
-    assert lines[1].startswith("dog-bicycle-crop.jpg,yes,malamute,") and lines[3].startswith("cat-face-crop.jpg,no,"), (
-        lines
+    assert lines[1].startswith("dog-bicycle-crop.jpg,yes,malamute,"), lines
+    assert lines[3].startswith("cat-face-crop.jpg,no,"), lines
+
+    # The dog is chosen to add, the cat may be; the file that is not a photo is not offered.
+    chosen = tab.locator("#batch-chosen")
+    expect(chosen.get_by_label("1. dog-bicycle-crop.jpg")).to_be_checked()
+    expect(chosen.get_by_label("3. cat-face-crop.jpg")).not_to_be_checked()
+    expect(chosen.get_by_label("2. notes.jpg")).to_have_count(0)
+    tab.locator("#batch-add").click()
+    expect(tab.locator("#batch-status")).to_contain_text("Added 1 photo to the gallery: #", timeout=TIMEOUT_MS)
+    photo_id = int(re.search(r"#(\d+) malamute", tab.locator("#batch-status").inner_text()).group(1))
+    stored = tab.request.get(f"{serve_app}/api/v1/gallery/{photo_id}").json()
+    assert (stored["label"], stored["label_source"], stored["source"]) == (
+        "malamute",
+        "predicted",
+        "upload:dog-bicycle-crop.jpg",
     )
