@@ -26,7 +26,7 @@ CHROMIUM = "/usr/bin/chromium"
 METRICS_INTERVAL_ENV = "RAY_metrics_report_interval_ms"
 
 if TYPE_CHECKING:
-    from playwright.sync_api import BrowserContext
+    from playwright.sync_api import BrowserContext, Page
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -115,6 +115,15 @@ def guarded_config(config: dict, image_server_port: int) -> dict:
         if app["name"] == "ui":
             app["args"]["rate_limit"] = None
     return with_deployment_config(config, "Api", user_config={"rate_limit": None})
+
+
+def wait_until_idle(page: Page, timeout_ms: float = 120_000) -> None:
+    """Until no Gradio event of the page runs (every status tracker hidden): an event started by a click
+    that came earlier (a tab's select) cannot then answer over a later one's."""
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=status-tracker]')].every(t => t.classList.contains('hide'))",
+        timeout=timeout_ms,
+    )
 
 
 def home_of(context: BrowserContext) -> str:

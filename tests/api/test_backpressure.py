@@ -54,9 +54,9 @@ async def flood_ui(url: str, at_once: int) -> tuple[list[httpx.Response], int]:
     drain), then a short one once it has drained."""
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=httpx.Limits(max_connections=64)) as client:
         ui = GradioProtocol(client)
-        joins = await asyncio.gather(*(ui.join("summarize", [ARTICLE]) for _ in range(at_once)))
+        joins = await asyncio.gather(*(ui.join("summarize", [ARTICLE, 3]) for _ in range(at_once)))
         for _ in range(120):  # a client that honours the answer tries again later
-            status, _ = await ui.call("summarize", [ARTICLE.split("\n\n")[0]])
+            status, _ = await ui.call("summarize", [ARTICLE.split("\n\n")[0], 3])
             if status != 503:
                 break
             await asyncio.sleep(1)

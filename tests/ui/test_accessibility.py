@@ -9,7 +9,7 @@ from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Page, expect
 
 from backend.models.text import split_sentences
-from tests.conftest import PHOTOS
+from tests.conftest import PHOTOS, wait_until_idle
 from ui.examples import APOLLO_11
 
 pytestmark = pytest.mark.serve
@@ -28,10 +28,7 @@ def ui(page: Page, serve_app: str) -> Page:
 def blocking_violations(page: Page) -> list[str]:
     """axe's serious and critical violations on the page once no event runs (Gradio dims an output while
     its event runs): rule, impact, where."""
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('[data-testid=status-tracker]')].every(t => t.classList.contains('hide'))",
-        timeout=TIMEOUT_MS,
-    )
+    wait_until_idle(page, TIMEOUT_MS)
     found = Axe().run(page).response["violations"]
     return [
         f"{v['id']} ({v['impact']}): {v['help']} at {[node['target'] for node in v['nodes']]}"

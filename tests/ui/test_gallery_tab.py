@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Page, expect
 
-from tests.conftest import PHOTOS
+from tests.conftest import PHOTOS, wait_until_idle
 from tests.ui.test_dog_photo_tab import TIMEOUT_MS, similar_photos, upload
 
 pytestmark = pytest.mark.serve
@@ -45,6 +45,7 @@ def find_cheetah(page: Page) -> list[str]:
     expect(page.locator("#photo-verdict")).to_contain_text("Not a dog", timeout=TIMEOUT_MS)
     labels = [caption.split(" · ")[0] for _, caption in similar_photos(page)]
     page.get_by_role("tab", name="Gallery").click()
+    wait_until_idle(page)  # the tab's own browse, under the filter it shows, has answered
     return labels
 
 
