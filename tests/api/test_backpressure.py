@@ -1,5 +1,5 @@
-"""Backpressure: more summaries at once than the Summarizer's queue holds are refused at once with 503
-and Retry-After, instead of waiting behind a queue that cannot drain in time; the rest are answered.
+"""Backpressure: more summaries at once than can be answered in time are refused at once with 503 and
+Retry-After, instead of waiting behind a queue that cannot drain in time; the rest are answered.
 The UI's queue (Gradio's) is bounded the same way."""
 
 import asyncio
@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from backend.client import model_admission
 from bench.load import GradioProtocol
 from retriever.local import load_serve_config
 
@@ -26,24 +27,24 @@ async def flood(url: str) -> list[httpx.Response]:
         return await asyncio.gather(*(client.post("/api/v1/summarize", json={"text": ARTICLE}) for _ in range(AT_ONCE)))
 
 
-def test_a_full_summarizer_queue_answers_503_with_retry_after(serve_app: str):
-    summarizer = next(
-        d
-        for d in load_serve_config(ROOT / "serve_config.yaml")["applications"][0]["deployments"]
-        if d["name"] == "Summarizer"
-    )
+def test_a_flood_of_summaries_is_answered_or_refused_with_retry_after(serve_app: str):
+    """Past what can be answered in time, a summary is refused with 503, Retry-After and a message saying
+    the summarizer is busy: by the deadline door (backend/admission.py) or by the Summarizer's own queue,
+    whichever fills first (that depends on what the door has learnt from the summaries before; the queue
+    alone is tested in tests/faults/test_ui_messages.py). None hangs, none fails otherwise."""
     # In a thread of its own: after the browser tests, Playwright's event loop runs in this one.
     with ThreadPoolExecutor(1) as pool:
         responses = pool.submit(asyncio.run, flood(serve_app)).result()  # an httpx timeout would raise: none hangs
 
     statuses = Counter(r.status_code for r in responses)
     assert set(statuses) == {200, 503}, statuses
-    assert statuses[200] >= summarizer["max_ongoing_requests"] + summarizer["max_queued_requests"]
-    refused = [r for r in responses if r.status_code == 503]
-    for response in refused:
-        assert response.headers["retry-after"] == str(summarizer["backpressure_config"]["retry_after_s"])
-        assert response.json()["detail"] == "The summarizer is busy (its queue is full); try again shortly."
+    assert statuses[200] >= model_admission(None).always_admit  # never fewer than the door always lets in
+    for response in (r for r in responses if r.status_code == 503):
+        assert response.json()["detail"].startswith("The summarizer is busy"), response.json()
+        assert int(response.headers["retry-after"]) >= 1
         assert response.json()["request_id"] == response.headers["x-request-id"]
+    for response in (r for r in responses if r.status_code == 200):
+        assert response.json()["summary"]
 
     after = httpx.post(f"{serve_app}/api/v1/summarize", json={"text": ARTICLE}, timeout=120)
     assert after.status_code == 200 and after.json()["summary"]

@@ -6,6 +6,7 @@ than a long article takes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -109,6 +110,28 @@ def test_summaries_past_the_summarizers_queue_are_told_it_is_busy(app: App):
     # One runs and one waits; the rest are refused at once. None is left without a message.
     assert infos.count(BUSY) >= 3, infos
     assert set(infos) <= {BUSY, TIMED_OUT}, infos
+
+
+def test_summaries_past_the_summarizers_queue_answer_503_with_retry_after_in_the_api(app: App):
+    wait_until_ready(app)
+    api = load_serve_config(ROOT / "serve_config.yaml")["applications"][0]
+    retry_after_s = next(d for d in api["deployments"] if d["name"] == "Summarizer")["backpressure_config"][
+        "retry_after_s"
+    ]
+
+    async def at_once() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=app.url, timeout=120) as client:
+            return await asyncio.gather(
+                *(client.post("/api/v1/summarize", json={"text": LONG_ARTICLE}) for _ in range(6))
+            )
+
+    responses = asyncio.run(at_once())
+    refused = [r for r in responses if r.status_code == 503]
+    assert len(refused) >= 3 and {r.status_code for r in responses} <= {200, 503}, responses  # one runs, one waits
+    for response in refused:
+        assert response.headers["retry-after"] == str(retry_after_s)
+        assert response.json()["detail"] == "The summarizer is busy (its queue is full); try again shortly."
+        assert response.json()["request_id"] == response.headers["x-request-id"]
 
 
 def test_a_summarizer_replica_that_dies_mid_summary_is_reported(app: App):
