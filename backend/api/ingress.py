@@ -6,6 +6,7 @@ to HTTP answers in one place (backend/api/errors.py). No model code runs here.
 
 # No `from __future__ import annotations` here: Serve ships this class to replicas by value, and
 # FastAPI must evaluate the route annotations (SummarizeRequest, ...) from the function objects.
+import asyncio
 import base64
 import functools
 import logging
@@ -133,8 +134,10 @@ def image_url(request: Request, photo_id: int) -> str:
     return f"{str(request.base_url).rstrip('/')}/api/v1/gallery/{photo_id}/image"
 
 
-def predict_response(request: Request, answer: PhotoAnswer) -> PredictResponse:
+async def predict_response(request: Request, answer: PhotoAnswer) -> PredictResponse:
     analysis = answer.analysis
+    # The overlay's PNG in a worker thread: encoding takes milliseconds the event loop owes other requests.
+    explanation = await asyncio.to_thread(heat_map, answer) if answer.explanation else None
     request.state.model = analysis.model
     return PredictResponse(
         probabilities=dict(analysis.top_breeds(len(analysis.labels))),
@@ -146,7 +149,7 @@ def predict_response(request: Request, answer: PhotoAnswer) -> PredictResponse:
         is_dog=analysis.is_dog,
         best_guess=analysis.best_guess,
         model=analysis.model,
-        explanation=heat_map(answer) if answer.explanation else None,
+        explanation=explanation,
     )
 
 
@@ -268,7 +271,7 @@ class Api:
     ) -> PredictResponse:
         data = await self.models.fetch(body.url)
         answer = await self.models.find(data, body.k, body.n, explain=body.explain, explain_breed=body.explain_breed)
-        return predict_response(request, answer)
+        return await predict_response(request, answer)
 
     @api.post(
         "/api/v1/photos",
@@ -291,7 +294,7 @@ class Api:
     ) -> PredictResponse:
         data = await self._read_upload(file)
         answer = await self.models.find(data, k, n, explain=explain, explain_breed=explain_breed)
-        return predict_response(request, answer)
+        return await predict_response(request, answer)
 
     @api.post(
         "/api/v1/photos/batch",
