@@ -33,6 +33,8 @@ from shared.config import Limits
 from shared.errors import (
     BackendTimeout,
     BackendUnavailable,
+    BlockedArticleUrl,
+    BlockedUrl,
     IdempotencyConflict,
     ImageTooLarge,
     InvalidArticle,
@@ -209,7 +211,8 @@ class ModelClient:
             body, content_type = await fetch_page(url, self.limits)
         except UrlRefused as exc:
             telemetry.urls_refused().inc(tags={"reason": exc.reason})
-            raise InvalidArticle(str(exc)) from None
+            refused = BlockedArticleUrl if isinstance(exc, BlockedUrl) else InvalidArticle
+            raise refused(str(exc)) from None
         return await asyncio.to_thread(page_text, body, content_type)
 
     async def summarizer_model(self) -> str:

@@ -11,6 +11,10 @@ class InvalidArticle(ValueError):
     """Text that cannot be summarized: empty, not text, or nothing to summarize in it."""
 
 
+class BlockedArticleUrl(InvalidArticle):
+    """An article URL that is refused like a BlockedUrl: not http(s), a non-public address, or too many redirects."""
+
+
 class ArticleTooLong(InvalidArticle):
     """Text over the configured limit."""
 

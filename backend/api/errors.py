@@ -22,6 +22,7 @@ from backend.api.schemas import ErrorResponse
 from shared.errors import (
     ArticleTooLong,
     BackendUnavailable,
+    BlockedArticleUrl,
     BlockedUrl,
     IdempotencyConflict,
     ImageTooLarge,
@@ -44,6 +45,7 @@ HTTP_STATUS: list[tuple[type[Exception], int]] = [
     (ImageTooLarge, 413),
     (TooManyPhotos, 413),
     (BlockedUrl, 400),
+    (BlockedArticleUrl, 400),
     (InvalidArticle, 422),
     (InvalidImage, 422),
     (InvalidLabel, 422),
@@ -57,7 +59,10 @@ HTTP_STATUS: list[tuple[type[Exception], int]] = [
 ]
 
 DESCRIPTIONS = {
-    400: "The image URL is refused (not http(s), a non-public address, too many redirects), or the body is not UTF-8.",
+    400: (
+        "The image or article URL is refused (not http(s), a non-public address, too many redirects), "
+        "or the body is not UTF-8."
+    ),
     401: "No API key, or one that is not known (the WWW-Authenticate header says: Bearer).",
     403: "The API key lacks the scope the route needs (read, write).",
     404: "No such gallery photo.",

@@ -58,8 +58,8 @@ def test_an_article_url_is_fetched_reduced_to_its_text_and_summarized(client, im
 @pytest.mark.parametrize(
     ("payload", "status", "message"),
     [
-        ({"url": "http://10.1.2.3/news.html"}, 422, "non-public address"),
-        ({"url": "file:///etc/passwd"}, 422, "Only http and https"),
+        ({"url": "http://10.1.2.3/news.html"}, 400, "non-public address"),
+        ({"url": "file:///etc/passwd"}, 400, "Only http and https"),
         ({"url": "IMAGE_SERVER/photos/dog-on-porch.jpg"}, 422, "not a web page or text (content type image/jpeg)"),
         ({"url": "IMAGE_SERVER/missing.html"}, 422, "HTTP 404"),
         ({"text": "An article.", "url": "https://example.com/a.html"}, 422, "one of the two"),
