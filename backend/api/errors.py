@@ -121,7 +121,9 @@ async def readable_validation_error(request: Request, exc: RequestValidationErro
             problems.append(f"body: not valid JSON at character {error['loc'][-1]} ({reason})")
             continue
         where = ".".join(str(part) for part in error["loc"][1:]) or error["loc"][0]
-        problems.append(f"{where}: {error['msg']}")
+        # A validator's own sentence, without pydantic's "Value error, " before it.
+        message = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
+        problems.append(f"{where}: {message}")
     return error_answer(request, 422, "; ".join(problems))
 
 

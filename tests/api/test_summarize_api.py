@@ -62,8 +62,8 @@ def test_an_article_url_is_fetched_reduced_to_its_text_and_summarized(client, im
         ({"url": "file:///etc/passwd"}, 400, "Only http and https"),
         ({"url": "IMAGE_SERVER/photos/dog-on-porch.jpg"}, 422, "not a web page or text (content type image/jpeg)"),
         ({"url": "IMAGE_SERVER/missing.html"}, 422, "HTTP 404"),
-        ({"text": "An article.", "url": "https://example.com/a.html"}, 422, "one of the two"),
-        ({"options": {}}, 422, "one of the two"),
+        ({"text": "An article.", "url": "https://example.com/a.html"}, 422, "body: send the article as `text` or"),
+        ({"options": {}}, 422, "body: send the article as `text` or"),
     ],
 )
 def test_article_urls_that_cannot_be_used_say_why(client, image_server, payload, status, message):
