@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import logging
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -603,10 +606,18 @@ def _bootstrap_registry(serve_config: dict) -> None:
             settings = VisionSettings.model_validate(deployment.get("user_config") or {})
             if settings.kind != "registry" or (settings.model or DEFAULT_MODEL) != DEFAULT_MODEL:
                 continue
-            registry = Registry(settings.tracking_uri)
-            with console.status("Checking the model registry (first run: registering the packaged model)…"):
-                version, created = registry.ensure_packaged()
-            served = registry.resolve(DEFAULT_MODEL)
+            # MLflow says each step on stderr ("Creating initial MLflow database tables...", "Created
+            # version"): the one line below says what came of it; MLflow's lines only if it failed.
+            said = io.StringIO()
+            try:
+                with console.status("Checking the model registry (first run: registering the packaged model)…"):
+                    with contextlib.redirect_stderr(said):
+                        registry = Registry(settings.tracking_uri)
+                        version, created = registry.ensure_packaged()
+                        served = registry.resolve(DEFAULT_MODEL)
+            except Exception:
+                sys.stderr.write(said.getvalue())
+                raise
             note = f"registered the packaged model as version {version}; " if created else ""
             console.print(f"Model registry {registry.tracking_uri}: {note}{MODEL_NAME}@{CHAMPION} is {served.name}.")
 

