@@ -125,7 +125,8 @@ def test_summaries_past_the_summarizers_queue_answer_503_with_retry_after_in_the
                 *(client.post("/api/v1/summarize", json={"text": LONG_ARTICLE}) for _ in range(6))
             )
 
-    responses = asyncio.run(at_once())
+    with ThreadPoolExecutor(1) as pool:  # Playwright's event loop runs in this thread
+        responses = pool.submit(asyncio.run, at_once()).result()
     refused = [r for r in responses if r.status_code == 503]
     assert len(refused) >= 3 and {r.status_code for r in responses} <= {200, 503}, responses  # one runs, one waits
     for response in refused:
