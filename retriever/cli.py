@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -35,6 +36,33 @@ cli = typer.Typer(
     help="Retriever: ML models behind a Gradio UI and an HTTP API, served by Ray Serve.", no_args_is_help=True
 )
 console = Console(soft_wrap=True)  # long lines stay whole in logs and pipes
+
+
+@contextlib.contextmanager
+def libraries_quiet() -> Iterator[None]:
+    """Keeps back what libraries print on stderr meanwhile (MLflow says each step: "Creating initial MLflow
+    database tables...", "Created version '3'..."): the command says what came of it in a line of its
+    own. Shown only if it fails, to say why."""
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            yield
+    except BaseException:
+        sys.stderr.write(said.getvalue())
+        raise
+
+
+def quiet_ray_data() -> None:
+    """Our bar counts the photos: Ray Data's bars off, without its notice that they are (after ray.data's
+    import, which sets its loggers' levels)."""
+    import ray
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    for name in ("ray.data", "ray.train"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 UI_BUILDER = "retriever.graph:build_ui"
 
 
@@ -216,7 +244,7 @@ def index(
     url = database_url or GallerySettings().url()
     temp_dir = start_private_ray(log_to_driver=False)
     try:
-        ray.data.DataContext.get_current().enable_progress_bars = False  # ours below counts photos
+        quiet_ray_data()
         with tqdm(total=len(labelled_images(folder)), unit="photo", desc="Indexing") as bar:
             report = index_folder(folder, url, kind, model, tracking_uri, batch_size, progress=bar.update)
     finally:
@@ -258,8 +286,10 @@ def train(
     except ValueError as exc:
         console.print(f"[red]Cannot train on {folder}:[/] {exc}")
         raise typer.Exit(1) from None
-    registry = Registry(tracking_uri)
-    bar = tqdm(total=len(photos), unit="photo", desc="Backbone features (Ray Data)")
+    with libraries_quiet():
+        registry = Registry(tracking_uri)
+    # On the terminal's stderr, taken now: libraries_quiet below keeps back the rest.
+    bar = tqdm(total=len(photos), unit="photo", desc="Backbone features (Ray Data)", file=sys.stderr)
 
     def stage(text: str) -> None:
         bar.close()
@@ -274,21 +304,19 @@ def train(
     # Ray's own progress output stays off (log_to_driver=False): the bar and the epoch lines below say it.
     temp_dir = start_private_ray(state_api=True, log_to_driver=False)
     try:
-        ray.data.DataContext.get_current().enable_progress_bars = False
-        for logger_name in ("ray.data", "ray.train"):  # after ray.data's import, which sets its own levels
-            logging.getLogger(logger_name).setLevel(logging.WARNING)
-
-        report = train_head(
-            folder,
-            registry,
-            settings,
-            model_name=name,
-            experiment=experiment,
-            alias=alias,
-            progress=bar.update,
-            on_stage=stage,
-            on_epoch=epoch,
-        )
+        quiet_ray_data()
+        with libraries_quiet():
+            report = train_head(
+                folder,
+                registry,
+                settings,
+                model_name=name,
+                experiment=experiment,
+                alias=alias,
+                progress=bar.update,
+                on_stage=stage,
+                on_epoch=epoch,
+            )
     except ValueError as exc:  # too few readable photos after all: say why, no traceback
         bar.close()
         console.print(f"[red]Cannot train on {folder}:[/] {exc}")
@@ -606,18 +634,11 @@ def _bootstrap_registry(serve_config: dict) -> None:
             settings = VisionSettings.model_validate(deployment.get("user_config") or {})
             if settings.kind != "registry" or (settings.model or DEFAULT_MODEL) != DEFAULT_MODEL:
                 continue
-            # MLflow says each step on stderr ("Creating initial MLflow database tables...", "Created
-            # version"): the one line below says what came of it; MLflow's lines only if it failed.
-            said = io.StringIO()
-            try:
-                with console.status("Checking the model registry (first run: registering the packaged model)…"):
-                    with contextlib.redirect_stderr(said):
-                        registry = Registry(settings.tracking_uri)
-                        version, created = registry.ensure_packaged()
-                        served = registry.resolve(DEFAULT_MODEL)
-            except Exception:
-                sys.stderr.write(said.getvalue())
-                raise
+            with console.status("Checking the model registry (first run: registering the packaged model)…"):
+                with libraries_quiet():
+                    registry = Registry(settings.tracking_uri)
+                    version, created = registry.ensure_packaged()
+                    served = registry.resolve(DEFAULT_MODEL)
             note = f"registered the packaged model as version {version}; " if created else ""
             console.print(f"Model registry {registry.tracking_uri}: {note}{MODEL_NAME}@{CHAMPION} is {served.name}.")
 

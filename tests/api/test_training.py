@@ -112,6 +112,9 @@ def trained(serve_app, registry, tmp_path_factory):
 def test_training_registers_a_version_and_moves_the_alias(trained, registry):
     assert int(trained.version) > int(trained.before)
     assert "Skipped unsorted.jpg: not in a breed folder" in trained.done.stdout
+    # The command's own lines say it: MLflow's steps and Ray Data's notices are kept off the terminal.
+    printed = trained.done.stdout + trained.done.stderr
+    assert not re.search(r"INFO mlflow|Created version|Successfully registered|Progress bars disabled", printed)
     version = registry.client.get_model_version(MODEL_NAME, trained.version)
     assert CHAMPION in version.aliases
     assert sorted(registry.card(f"models:/{MODEL_NAME}/{trained.version}").labels) == sorted(CLASSES)
