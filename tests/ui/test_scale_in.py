@@ -17,7 +17,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from backend.models.text import split_sentences
 from retriever.local import LocalServe
-from tests.conftest import PHOTOS, home_of
+from tests.conftest import PHOTOS, home_of, wait_until_idle
 from ui.examples import APOLLO_11, SOURDOUGH
 from ui.sessions import MOVED
 
@@ -67,6 +67,8 @@ def test_a_ui_replica_scaled_in_finishes_its_pages_events_then_sends_them_to_rel
         (gone,) = told
         pages[gone].screenshot(path=screenshots_dir / "ui-replica-scaled-in.png", full_page=True)
         pages[gone].reload()
+        expect(pages[gone].locator("#summarize")).to_be_visible(timeout=TIMEOUT_MS)  # the app is built
+        wait_until_idle(pages[gone], TIMEOUT_MS)
         find(pages[gone], k=3)
         assert_similar_photos(pages[gone], 3)
         context, staying = sessions[gone][1][0], sessions[1 - gone][0]
@@ -101,6 +103,7 @@ def find(page: Page, k: int, upload: bool = True) -> None:
     page.get_by_role("tab", name="Dog photo").click()
     page.locator("#matches input[type=number]").fill(str(k))
     page.locator("#matches input[type=number]").press("Enter")
+    expect(page.locator("#matches input[type=number]")).to_have_value(str(k))
     if upload:
         page.locator("#photo input[type=file]").set_input_files(str(PHOTOS["dog2"]))
         expect(page.locator("#photo img")).to_be_visible(timeout=TIMEOUT_MS)
