@@ -142,9 +142,7 @@ def build_blocks(
                         elem_id="summary",
                     )
                     info = gr.Markdown(elem_id="summary-info")
-                    download = gr.DownloadButton(
-                        "Download the summary", visible=False, size="sm", elem_id="summary-download"
-                    )
+                    download = gr.DownloadButton("Download the summary", visible=False, elem_id="summary-download")
             highlights = gr.HighlightedText(
                 label="The article, with the summary's sentences highlighted",
                 combine_adjacent=True,
