@@ -219,6 +219,8 @@ def build_blocks(
                 many_table = gr.Dataframe(
                     interactive=False,
                     wrap=True,
+                    # fixed widths, so a long note wraps inside the table instead of running past its edge
+                    column_widths=["22%", "8%", "16%", "12%", "42%"],
                     visible=False,
                     elem_id="batch-table",
                 )
