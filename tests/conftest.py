@@ -118,11 +118,13 @@ def guarded_config(config: dict, image_server_port: int) -> dict:
 
 
 def wait_until_idle(page: Page, timeout_ms: float = 120_000) -> None:
-    """Until no Gradio event of the page runs (every status tracker hidden, no output dimmed as pending): an
-    event started by a click that came earlier (a tab's select) cannot then answer over a later one's."""
+    """Until no Gradio event of the page runs (every status tracker hidden, no output dimmed as pending, no
+    CSS transition under way: an output fades back from pending over 0.15 s): an event started by a click
+    that came earlier (a tab's select) cannot then answer over a later one's, and what is read is final."""
     page.wait_for_function(
         """() => [...document.querySelectorAll('[data-testid=status-tracker]')].every(t => t.classList.contains('hide'))
-            && !document.querySelector('.pending')""",
+            && !document.querySelector('.pending')
+            && !document.getAnimations().some(a => a instanceof CSSTransition && a.playState === 'running')""",
         timeout=timeout_ms,
     )
 
